@@ -151,7 +151,7 @@ def _dumps(frame):
 def _deliver(user_ids, frame, skip=None):
     """Queue a frame for every open socket of these users (except `skip`)."""
     for user_id in user_ids:
-        for client in SESSIONS.get(user_id, ()).copy():
+        for client in list(SESSIONS.get(user_id, ())):  # a copy: sockets come and go meanwhile
             if client is not skip:
                 client.push(frame)
 
@@ -422,7 +422,8 @@ async def _handle_frame(app, user_id, client, frame):
         request_id = command.get("request_id")
         if isinstance(request_id, bool) or not isinstance(request_id, (str, int, float)):
             request_id = None
-        handler = COMMANDS.get(command.get("action"))
+        action = command.get("action")
+        handler = COMMANDS.get(action) if isinstance(action, str) else None
         if handler is None:
             raise ChatError("unknown_action", f"actions are: {', '.join(COMMANDS)}")
         reply = await handler(app, user_id, client, command)

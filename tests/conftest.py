@@ -183,7 +183,7 @@ async def connect(server):
     sockets = []
 
     async def open_socket(user):
-        ws = await websockets.connect(server.ws_url, additional_headers=user.headers)
+        ws = await websockets.connect(server.ws_url, additional_headers=user.headers, max_queue=None)
         sock = Socket(ws)
         sockets.append(sock)
         sock.unread = (await sock.recv_action("unread_messages"))["data"]

@@ -1,0 +1,126 @@
+"""send_message: stored first, then delivered to every member's sockets and nobody else's."""
+
+import asyncio
+import uuid
+from datetime import datetime, timedelta
+
+import pytest
+
+
+async def test_message_is_stored_then_delivered_to_members_only(db, make_user, connect, create_chat):
+    alice, bob, outsider = await make_user(), await make_user(), await make_user()
+    a, a2, b, o = await connect(alice), await connect(alice), await connect(bob), await connect(outsider)
+    chat = await create_chat(a, [bob])
+    await a2.recv_action("chat_created")
+    await b.recv_action("chat_created")
+    reply = await a.command({"action": "send_message", "chat_id": chat["id"], "text": "hello bob"})
+    assert reply["action"] == "message_sent"
+    message = reply["data"]
+    assert set(message) == {"id", "chat_id", "sender_uuid", "text", "timestamp", "read_status"}
+    assert message["chat_id"] == chat["id"] and message["sender_uuid"] == alice.uuid
+    assert message["text"] == "hello bob" and message["read_status"] == "unread"
+    sent_at = datetime.fromisoformat(message["timestamp"])
+    assert sent_at.utcoffset() == timedelta(0)
+    assert abs(datetime.now(sent_at.tzinfo) - sent_at) < timedelta(seconds=30)
+    for sock in (b, a2):  # the recipient, and the sender's other tab
+        assert (await sock.recv_action("new_message"))["data"] == message
+    await o.assert_silent()
+    row = await db.fetchrow("select * from messages where id = $1", message["id"])
+    assert (row["chat_id"], str(row["sender_id"]), row["text"], row["is_read"]) == (
+        chat["id"],
+        alice.uuid,
+        "hello bob",
+        False,
+    )
+
+
+async def test_each_message_gets_its_own_timestamp_and_identical_text_is_two_messages(make_user, connect, create_chat):
+    alice, bob = await make_user(), await make_user()
+    a = await connect(alice)
+    chat = await create_chat(a, [bob])
+    first = (await a.command({"action": "send_message", "chat_id": chat["id"], "text": "same"}))["data"]
+    await asyncio.sleep(0.05)
+    second = (await a.command({"action": "send_message", "chat_id": str(chat["id"]), "text": "same"}))["data"]
+    assert second["id"] > first["id"]
+    assert second["timestamp"] > first["timestamp"]
+
+
+async def test_offline_recipient_gets_it_in_unread_until_marked_read(make_user, connect, create_chat):
+    alice, bob = await make_user(), await make_user()
+    a = await connect(alice)
+    chat = await create_chat(a, [bob])
+    message = (await a.command({"action": "send_message", "chat_id": chat["id"], "text": "while away"}))["data"]
+    b = await connect(bob)
+    assert b.unread == [message]
+    assert (await connect(bob)).unread == [message]  # still unread: nothing was marked
+    await b.command({"action": "mark_read", "message_ids": [message["id"]]})
+    assert (await connect(bob)).unread == []
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        {"text": "no chat id"},
+        {"chat_id": "seven", "text": "x"},
+        {"chat_id": 1.5, "text": "x"},
+        {"chat_id": True, "text": "x"},
+        {"chat_id": None, "text": "x"},
+        {"chat_id": "CHAT"},
+        {"chat_id": "CHAT", "text": ""},
+        {"chat_id": "CHAT", "text": " \n\t "},
+        {"chat_id": "CHAT", "text": 5},
+        {"chat_id": "CHAT", "text": "x" * 4001},
+        {"chat_id": "CHAT", "text": "nul\x00"},
+    ],
+)
+async def test_invalid_send_is_refused_and_stores_nothing(db, make_user, connect, create_chat, frame):
+    alice, bob = await make_user(), await make_user()
+    a = await connect(alice)
+    chat = await create_chat(a, [bob])
+    frame = {key: chat["id"] if value == "CHAT" else value for key, value in frame.items()}
+    reply = await a.command({"action": "send_message", **frame})
+    assert reply["action"] == "error" and reply["error"] == "invalid_request", reply
+    assert await db.fetchval("select count(*) from messages where chat_id = $1", chat["id"]) == 0
+
+
+async def test_4000_characters_is_the_limit(make_user, connect, create_chat):
+    alice, bob = await make_user(), await make_user()
+    a = await connect(alice)
+    chat = await create_chat(a, [bob])
+    text = "😀" * 4000  # characters, not bytes
+    reply = await a.command({"action": "send_message", "chat_id": chat["id"], "text": text})
+    assert reply["data"]["text"] == text
+
+
+async def test_non_member_cannot_send_and_nobody_hears_of_it(db, make_user, connect, create_chat):
+    alice, bob, mallory = await make_user(), await make_user(), await make_user()
+    a, b, m = await connect(alice), await connect(bob), await connect(mallory)
+    chat = await create_chat(a, [bob])
+    await b.recv_action("chat_created")
+    reply = await m.command({"action": "send_message", "chat_id": chat["id"], "text": "let me in"})
+    assert reply["error"] == "forbidden"
+    reply = await m.command({"action": "send_message", "chat_id": 2**31 - 1, "text": "anyone?"})
+    assert reply["error"] == "not_found"
+    await a.assert_silent()
+    await b.assert_silent()
+    assert await db.fetchval("select count(*) from messages where sender_id = $1", uuid.UUID(mallory.uuid)) == 0
+
+
+async def test_50_concurrent_sends_are_all_stored_and_delivered(db, make_user, connect, create_chat):
+    alice, bob = await make_user(), await make_user()
+    a, b = await connect(alice), await connect(bob)
+    chat = await create_chat(a, [bob])
+    await b.recv_action("chat_created")
+    senders = [await connect(alice) for _ in range(5)]
+    await asyncio.gather(*(s.send({"action": "send_message", "chat_id": chat["id"], "text": f"{n}:{i}"})
+                           for n, s in enumerate(senders) for i in range(10)))  # fmt: skip
+    delivered = [(await b.recv_action("new_message"))["data"] for _ in range(50)]
+    stored = await db.fetch("select id, text from messages where chat_id = $1 order by id", chat["id"])
+    assert sorted((m["id"], m["text"]) for m in delivered) == [tuple(row) for row in stored]
+    assert len(stored) == 50
+    # Commands on one socket run in order, so each sender's messages keep their order.
+    for n in range(5):
+        mine = [m for m in delivered if m["text"].startswith(f"{n}:")]
+        assert [m["text"] for m in mine] == [f"{n}:{i}" for i in range(10)]
+        assert [m["id"] for m in mine] == sorted(m["id"] for m in mine)
+    await b.assert_silent()
