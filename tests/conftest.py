@@ -6,6 +6,7 @@ it over real HTTP and real WebSockets.
 """
 
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess
@@ -54,38 +55,43 @@ def _free_port():
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def server(database_url, tmp_path_factory):
-    """`python chat.py` on a free port, with a fast bcrypt cost and a known JWT secret."""
+@contextlib.contextmanager
+def running_server(log_path, **env):
+    """`python chat.py` on a free port with the given environment, until the block ends."""
     port = _free_port()
-    log_path = tmp_path_factory.mktemp("server") / "server.log"
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "HOST": "127.0.0.1",
-        "PORT": str(port),
-        "JWT_SECRET": JWT_SECRET,
-        "BCRYPT_ROUNDS": "4",
-    }
-    with open(log_path, "wb") as log:
+    env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), "BCRYPT_ROUNDS": "4", **env}
+    env = {key: value for key, value in env.items() if value is not None}
+    with open(log_path, "ab") as log:
         process = subprocess.Popen([sys.executable, "chat.py"], cwd=ROOT, env=env, stdout=log, stderr=log)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
-    while True:
-        if process.poll() is not None:
-            pytest.fail(f"server exited:\n{log_path.read_text()}")
+    try:
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"server exited:\n{log_path.read_text()}")
+            try:
+                if httpx.get(f"{url}/docs/openapi.json").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"server did not start:\n{log_path.read_text()}")
+            time.sleep(0.1)
+        yield SimpleNamespace(url=url, ws_url=f"ws://127.0.0.1:{port}/connect", log_path=log_path, process=process)
+    finally:
+        process.terminate()
         try:
-            if httpx.get(f"{url}/docs/openapi.json").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
             process.kill()
-            pytest.fail(f"server did not start:\n{log_path.read_text()}")
-        time.sleep(0.1)
-    yield SimpleNamespace(url=url, ws_url=f"ws://127.0.0.1:{port}/connect", log_path=log_path)
-    process.terminate()
-    process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def server(database_url, tmp_path_factory):
+    """The server most tests talk to: a fast bcrypt cost and a known JWT secret."""
+    log_path = tmp_path_factory.mktemp("server") / "server.log"
+    with running_server(log_path, DATABASE_URL=database_url, JWT_SECRET=JWT_SECRET) as server:
+        yield server
 
 
 @pytest.fixture(autouse=True)
