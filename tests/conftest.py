@@ -90,7 +90,9 @@ def running_server(log_path, **env):
 def server(database_url, tmp_path_factory):
     """The server most tests talk to: a fast bcrypt cost and a known JWT secret."""
     log_path = tmp_path_factory.mktemp("server") / "server.log"
-    with running_server(log_path, DATABASE_URL=database_url, JWT_SECRET=JWT_SECRET) as server:
+    # Limits out of the way: these tests make many users and commands quickly.
+    limits = {"AUTH_RATE_PER_MIN": "100000", "RATE_BURST": "100000", "RATE_PER_SEC": "100000"}
+    with running_server(log_path, DATABASE_URL=database_url, JWT_SECRET=JWT_SECRET, **limits) as server:
         yield server
 
 
@@ -183,19 +185,23 @@ class Socket:
         await self.ws.close()
 
 
+async def open_socket(ws_url, headers):
+    """A connected Socket, with the unread frame already read into `.unread`."""
+    sock = Socket(await websockets.connect(ws_url, additional_headers=headers, max_queue=None))
+    sock.unread = (await sock.recv_action("unread_messages"))["data"]
+    return sock
+
+
 @pytest.fixture
 async def connect(server):
-    """Open a socket for a user; returns it with the unread frame already read."""
+    """Open a socket for a user on the test server; all are closed after the test."""
     sockets = []
 
-    async def open_socket(user):
-        ws = await websockets.connect(server.ws_url, additional_headers=user.headers, max_queue=None)
-        sock = Socket(ws)
-        sockets.append(sock)
-        sock.unread = (await sock.recv_action("unread_messages"))["data"]
-        return sock
+    async def connect_user(user):
+        sockets.append(await open_socket(server.ws_url, user.headers))
+        return sockets[-1]
 
-    yield open_socket
+    yield connect_user
     for sock in sockets:
         await sock.close()
 

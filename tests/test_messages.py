@@ -124,3 +124,55 @@ async def test_50_concurrent_sends_are_all_stored_and_delivered(db, make_user, c
         assert [m["text"] for m in mine] == [f"{n}:{i}" for i in range(10)]
         assert [m["id"] for m in mine] == sorted(m["id"] for m in mine)
     await b.assert_silent()
+
+
+async def test_a_retried_client_msg_id_returns_the_original_and_stores_once(db, make_user, connect, create_chat):
+    alice, bob = await make_user(), await make_user()
+    a, b = await connect(alice), await connect(bob)
+    chat = await create_chat(a, [bob])
+    await b.recv_action("chat_created")
+    frame = {"action": "send_message", "chat_id": chat["id"], "text": "once", "client_msg_id": "tab1-0001"}
+    first = (await a.command(frame))["data"]
+    retry = (await a.command({**frame, "text": "a retry with other text"}))["data"]
+    assert retry == first
+    assert (await b.recv_action("new_message"))["data"] == first
+    await b.assert_silent()
+    rows = await db.fetch("select text from messages where sender_id = $1", uuid.UUID(alice.uuid))
+    assert [row["text"] for row in rows] == ["once"]
+    # The id is the sender's own: another sender may use the same one.
+    theirs = (await b.command({**frame, "text": "bob's"}))["data"]
+    assert theirs["id"] != first["id"]
+
+
+@pytest.mark.parametrize("client_msg_id", ["", "x" * 65, 42, "nul\x00"])
+async def test_invalid_client_msg_id_is_refused(make_user, connect, create_chat, client_msg_id):
+    alice, bob = await make_user(), await make_user()
+    a = await connect(alice)
+    chat = await create_chat(a, [bob])
+    frame = {"action": "send_message", "chat_id": chat["id"], "text": "x", "client_msg_id": client_msg_id}
+    assert (await a.command(frame))["error"] == "invalid_request"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "'); drop table messages; --",
+        "$1 $2 %s {0} \\x00 \\\\",
+        "\u202eright-to-left override\u202c and \u200f mark",
+        "emoji 👩‍👩‍👧‍👦 and flags 🇺🇦🇯🇵",
+        "e\u0301 combining, ﬁ ligature, \ufeff bom",
+        "line\r\nbreaks\tand\u2028separators",
+        "𝔘𝔫𝔦𝔠𝔬𝔡𝔢 " * 100,
+        "<img src=x onerror=alert(1)>",
+    ],
+)
+async def test_edge_text_is_stored_and_returned_exactly(db, http, make_user, connect, create_chat, text):
+    alice, bob = await make_user(), await make_user()
+    a = await connect(alice)
+    chat = await create_chat(a, [bob])
+    sent = (await a.command({"action": "send_message", "chat_id": chat["id"], "text": text}))["data"]
+    assert sent["text"] == text
+    assert await db.fetchval("select text from messages where id = $1", sent["id"]) == text
+    history = await http.get(f"/history/{chat['id']}", headers=bob.headers)
+    assert history.json()["messages"][0]["text"] == text
+    assert (await connect(bob)).unread[0]["text"] == text
