@@ -69,6 +69,9 @@ app.config.REQUEST_MAX_SIZE = MAX_BODY_BYTES
 app.config.WEBSOCKET_MAX_SIZE = MAX_BODY_BYTES
 app.config.WEBSOCKET_PING_INTERVAL = WS_PING_SECONDS
 app.config.WEBSOCKET_PING_TIMEOUT = WS_PING_SECONDS
+# Sanic keeps a closed socket's connection alive until this timeout passes (it does not apply
+# to open sockets); the default 60 s holds memory long after clients leave.
+app.config.RESPONSE_TIMEOUT = 10
 app.config.OAS_UI_DEFAULT = "swagger"
 app.config.DEPRECATION_FILTER = "ignore"  # sanic-ext 24.12 still passes `loop` to its listeners
 app.ext.openapi.describe("chat", version="1.0", description="Accounts and history over HTTP; chat over /connect.")
@@ -571,8 +574,8 @@ async def _handle_frame(app, user_id, client, frame):
     except Exception:
         logger.exception("command failed")
         reply = {"action": "error", "error": "internal", "detail": "internal server error"}
-    if request_id is not None:
-        reply["request_id"] = request_id
+    if request_id is not None:  # a copy: the reply may be the very event pushed to others
+        reply = {**reply, "request_id": request_id}
     client.push(reply)
 
 

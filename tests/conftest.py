@@ -148,6 +148,15 @@ def make_user(http):
     return make
 
 
+@pytest.fixture(scope="session")
+def make_user_sync(server):
+    """One registered user for sync tests: the /login body."""
+    email = f"{uuid.uuid4().hex}@example.com"
+    with httpx.Client(base_url=server.url) as http:
+        http.post("/register", json={"name": "sync", "email": email, "password": PASSWORD})
+        return http.post("/login", json={"email": email, "password": PASSWORD}).json()
+
+
 class Socket:
     """A real `websockets` client with JSON helpers."""
 
