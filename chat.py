@@ -474,6 +474,29 @@ async def users_list(request):
     return json({"users": [{"user_uuid": str(row["id"]), "name": row["name"]} for row in rows]})
 
 
+@app.get("/chats", ctx_auth=True)
+@openapi.definition(secured="token", tag="chats")
+async def chats(request):
+    """The caller's chats, latest activity first, with members, unread count and last message."""
+    rows = await request.app.ctx.pool.fetch(SQL.list_chats, request.ctx.user_id)
+    return json({"chats": [_chat_summary(row) for row in rows]})
+
+
+def _chat_summary(row):
+    members = [
+        {"user_uuid": str(uid), "name": name} for uid, name in zip(row["member_ids"], row["member_names"], strict=True)
+    ]
+    last = row["last_id"] and {key: row[f"last_{key}"] for key in ("id", "sender_id", "text", "sent_at", "is_read")}
+    return {
+        "id": row["id"],
+        "type": row["type"],
+        "name": row["name"],
+        "members": members,
+        "unread": row["unread"],
+        "last_message": last and _message({**last, "chat_id": row["id"]}),
+    }
+
+
 async def _check_access(pool, chat_id, user_id):
     """Refuse an unknown chat (not_found) or a chat the user is not in (forbidden)."""
     access = await pool.fetchrow(SQL.get_access, chat_id, user_id)
@@ -504,6 +527,12 @@ async def history(request, chat_ref):
     await _check_access(pool, chat_id, request.ctx.user_id)
     rows = await pool.fetch(SQL.list_history, chat_id, page_size, (page - 1) * page_size)
     return json({"messages": [_message(row) for row in rows]})
+
+
+# --- The browser client: static/ served at / -------------------------------------
+
+app.static("/", HERE / "static" / "index.html", name="index")
+app.static("/static", HERE / "static", name="static")
 
 
 # --- WebSocket: /connect -------------------------------------------------------

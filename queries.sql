@@ -52,6 +52,29 @@ join chat_members m on m.chat_id = c.id
 where c.private_key = $1
 group by c.id
 
+-- name: list_chats
+-- The user's chats with members, unread count and last message, latest activity first.
+select c.id, c.type, c.name,
+       array(select m.user_id from chat_members m join users u on u.id = m.user_id
+             where m.chat_id = c.id order by u.name, u.id) as member_ids,
+       array(select u.name from chat_members m join users u on u.id = m.user_id
+             where m.chat_id = c.id order by u.name, u.id) as member_names,
+       (select count(*) from unread r join messages um on um.id = r.message_id
+        where r.user_id = $1 and um.chat_id = c.id) as unread,
+       last.id as last_id, last.sender_id as last_sender_id, last.text as last_text,
+       last.sent_at as last_sent_at, last.is_read as last_is_read
+from chat_members me
+join chats c on c.id = me.chat_id
+left join lateral (
+    select id, sender_id, text, sent_at, is_read
+    from messages
+    where chat_id = c.id
+    order by id desc
+    limit 1
+) last on true
+where me.user_id = $1
+order by coalesce(last.sent_at, c.created_at) desc, c.id desc
+
 -- name: get_access
 -- Whether a chat exists and whether a user is one of its members.
 select exists (select 1 from chats where id = $1) as chat_exists,

@@ -78,3 +78,36 @@ async def test_invalid_create_chat_is_refused_and_creates_nothing(db, make_user,
     reply = await sock.command({"action": "create_chat", **frame})
     assert reply["action"] == "error" and reply["error"] == code, reply
     assert await db.fetchval("select count(*) from chat_members where user_id = $1", uuid.UUID(me.uuid)) == 0
+
+
+async def test_chat_list_has_members_unread_and_last_message_by_latest_activity(http, make_user, connect, create_chat):
+    alice, bob, carol = await make_user("alice"), await make_user("bob"), await make_user("carol")
+    a = await connect(alice)
+    private = await create_chat(a, [bob], kind="private")
+    group = await create_chat(a, [bob, carol], name="trio")
+    quiet = await create_chat(a, [carol], name="quiet")
+    for text in ("one", "two"):
+        await a.command({"action": "send_message", "chat_id": private["id"], "text": text})
+    last = (await a.command({"action": "send_message", "chat_id": group["id"], "text": "latest"}))["data"]
+
+    response = await http.get("/chats", headers=bob.headers)
+    assert response.status_code == 200
+    chats = response.json()["chats"]
+    assert [c["id"] for c in chats] == [group["id"], private["id"]]  # bob is not in "quiet"
+    assert chats[0] == {
+        "id": group["id"],
+        "type": "group",
+        "name": "trio",
+        "members": [
+            {"user_uuid": alice.uuid, "name": "alice"},
+            {"user_uuid": bob.uuid, "name": "bob"},
+            {"user_uuid": carol.uuid, "name": "carol"},
+        ],
+        "unread": 1,
+        "last_message": last,
+    }
+    assert chats[1]["unread"] == 2 and chats[1]["last_message"]["text"] == "two"
+    mine = (await http.get("/chats", headers=alice.headers)).json()["chats"]
+    assert [c["id"] for c in mine] == [group["id"], private["id"], quiet["id"]]
+    assert mine[0]["unread"] == 0 and mine[2]["last_message"] is None
+    assert (await http.get("/chats")).status_code == 401
