@@ -513,6 +513,9 @@ async def _check_access(pool, chat_id, user_id):
     parameter=[
         openapi.definitions.Parameter("page", int, "query", description="1 or more (default 1)"),
         openapi.definitions.Parameter("page_size", int, "query", description="1 to 100 (default 50)"),
+        openapi.definitions.Parameter(
+            "before_id", int, "query", description="instead of page: messages older than this id"
+        ),
     ],
 )
 async def history(request, chat_ref):
@@ -523,9 +526,15 @@ async def history(request, chat_ref):
     chat_id = _integer(chat_id, "chat_id", 1, 2**31 - 1)
     page = _integer(params.get("page", 1), "page", 1, 1_000_000)
     page_size = _integer(params.get("page_size", 50), "page_size", 1, 100)
+    before_id = params.get("before_id") and _integer(params["before_id"], "before_id", 1, 2**63 - 1)
+    if before_id and "page" in params:
+        raise ChatError("invalid_request", "use either page or before_id")
     pool = request.app.ctx.pool
     await _check_access(pool, chat_id, request.ctx.user_id)
-    rows = await pool.fetch(SQL.list_history, chat_id, page_size, (page - 1) * page_size)
+    if before_id:
+        rows = await pool.fetch(SQL.list_history_before, chat_id, before_id, page_size)
+    else:
+        rows = await pool.fetch(SQL.list_history, chat_id, page_size, (page - 1) * page_size)
     return json({"messages": [_message(row) for row in rows]})
 
 

@@ -143,3 +143,11 @@ from messages
 where chat_id = $1
 order by id desc
 limit $2 offset $3
+
+-- name: list_history_before
+-- The page of a chat's messages just older than a message id, newest first: keyset paging, as fast at any depth.
+select id, chat_id, sender_id, text, sent_at, is_read
+from messages
+where chat_id = $1 and id < $2
+order by id desc
+limit $3

@@ -11,7 +11,6 @@ const state = {
   messages: new Map(), // message id -> message, for the open chat
   unread: new Map(), // chat id -> Set of message ids the user has not marked read
   open: null, // the open chat's id
-  page: 1, // the last history page loaded for the open chat
   ws: null,
   retries: 0,
 };
@@ -281,38 +280,38 @@ async function openChat(id) {
   const chat = state.chats.get(id);
   if (!chat) return;
   state.open = id;
-  state.page = 1;
   state.messages.clear();
   $("app").classList.add("in-chat");
   $("chat-title").textContent = chatTitle(chat);
   $("composer").hidden = false;
   $("messages").replaceChildren();
-  await loadPage(1);
+  await loadOlder();
   scrollToEnd();
   markSeen();
   renderChats();
   $("text").focus();
 }
 
-async function loadPage(page) {
+// The page of history just older than what is on screen (the newest page at first).
+async function loadOlder() {
   const id = state.open;
-  const { messages } = await api(`/history/${id}?page=${page}&page_size=50`);
+  const query = state.messages.size ? `before_id=${Math.min(...state.messages.keys())}` : "page=1";
+  const { messages } = await api(`/history/${id}?${query}&page_size=50`);
   if (state.open !== id) return;
   const first = $("messages").firstChild;
   for (const message of messages.reverse()) {
-    if (state.messages.has(message.id)) continue; // pages shift as new messages arrive
+    if (state.messages.has(message.id)) continue;
     state.messages.set(message.id, message);
     const item = messageItem(message);
     first ? $("messages").insertBefore(item, first) : $("messages").append(item);
   }
-  state.page = page;
   $("older").hidden = messages.length < 50;
 }
 
 $("older").addEventListener("click", async () => {
   const scroller = $("scroller");
   const fromBottom = scroller.scrollHeight - scroller.scrollTop;
-  await loadPage(state.page + 1);
+  await loadOlder();
   scroller.scrollTop = scroller.scrollHeight - fromBottom; // keep the view where it was
 });
 $("scroller").addEventListener("scroll", () => {

@@ -28,6 +28,17 @@ async def test_history_is_newest_first_and_paged(http, chat_with_messages):
     assert pages == [newest_first[0:3], newest_first[3:6], newest_first[6:7], []]
 
 
+async def test_before_id_pages_by_keyset(http, chat_with_messages):
+    chat, sent, alice, bob = chat_with_messages
+    newest_first = sent[::-1]
+    response = await http.get(f"/history/{chat['id']}?before_id={sent[4]['id']}&page_size=3", headers=bob.headers)
+    assert response.json()["messages"] == newest_first[3:6]
+    response = await http.get(f"/history/{chat['id']}?before_id={sent[0]['id']}", headers=bob.headers)
+    assert response.json()["messages"] == []
+    response = await http.get(f"/history/{chat['id']}&before_id={sent[2]['id']}", headers=bob.headers)
+    assert response.json()["messages"] == newest_first[5:7]
+
+
 async def test_the_literal_ampersand_form_of_the_original_spec(http, chat_with_messages):
     chat, sent, alice, bob = chat_with_messages
     response = await http.get(f"/history/{chat['id']}&page=2&page_size=2", headers=alice.headers)
@@ -54,6 +65,9 @@ async def test_reading_history_marks_nothing_read(http, connect, chat_with_messa
         "page=99999999999",
         "page=²",
         "page=" + "9" * 5000,
+        "before_id=0",
+        "before_id=x",
+        "before_id=5&page=1",
     ],
 )
 async def test_out_of_range_paging_is_400(http, chat_with_messages, query):
