@@ -118,8 +118,15 @@ ERROR_CODES = {
     413: "payload_too_large",
 }
 
-# What asyncpg raises while PostgreSQL is down or restarting (TimeoutError is an OSError).
-DATABASE_DOWN = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.OperatorInterventionError)
+# What asyncpg raises while PostgreSQL is down or restarting (TimeoutError is an OSError; an
+# InternalClientError is a connection left mid-command when the server went away).
+DATABASE_DOWN = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.OperatorInterventionError,
+    asyncpg.InternalClientError,
+)
 UNAVAILABLE = ChatError("unavailable", "the database is unavailable; try again shortly", 503)
 
 
@@ -248,14 +255,7 @@ async def open_pool(app):
     app.ctx.jwt_secret = JWT_SECRET or _stored_secret(DATA_DIR / "jwt_secret")
     # Timeouts on connecting and on every command: while PostgreSQL is away, requests
     # fail fast with 503 instead of hanging, and the pool reconnects when it is back.
-    app.ctx.pool = await asyncpg.create_pool(
-        DATABASE_URL, min_size=2, max_size=10, timeout=5, command_timeout=5, reset=_keep_session
-    )
-
-
-async def _keep_session(connection):
-    """Skip asyncpg's reset query on release: no command leaves session state behind (an open
-    transaction is still rolled back), and the reset was one extra round trip per command."""
+    app.ctx.pool = await asyncpg.create_pool(DATABASE_URL, min_size=2, max_size=10, timeout=5, command_timeout=5)
 
 
 @app.after_server_stop
