@@ -312,7 +312,7 @@ def _bearer_token(request):
 
 
 async def _token_user(request):
-    """The user id a valid token names, or None."""
+    """The users row a valid token names, or None."""
     token = _bearer_token(request)
     if not token:
         return None
@@ -331,7 +331,7 @@ async def _token_user(request):
     # A deleted user, or a password changed since the token was issued, ends the token.
     if user is None or claims.get("pwd") != _password_stamp(user["password_hash"]):
         return None
-    return user["id"]
+    return user
 
 
 def _origin_allowed(request):
@@ -357,10 +357,11 @@ async def guard(request):
         return _error(403, "forbidden", "this origin may not open a socket here")
     if not getattr(route, "auth", False):
         return None
-    request.ctx.user_id = await _token_user(request)
-    if request.ctx.user_id is None:
+    request.ctx.user = await _token_user(request)
+    if request.ctx.user is None:
         headers = {"WWW-Authenticate": 'Bearer realm="chat"'}
         return _error(401, "unauthorized", "a valid bearer token is required", headers)
+    request.ctx.user_id = request.ctx.user["id"]
     if getattr(route, "websocket", False) and len(SESSIONS.get(request.ctx.user_id, ())) >= MAX_SOCKETS_PER_USER:
         return _error(429, "too_many_sockets", f"at most {MAX_SOCKETS_PER_USER} open sockets per user")
     return None
@@ -471,8 +472,7 @@ class PasswordChange:
 @openapi.definition(body=PasswordChange, validate=True, secured="token", tag="accounts")
 async def change_password(request, body: PasswordChange):
     """Set a new password; every token issued before it stops working."""
-    pool = request.app.ctx.pool
-    user = await pool.fetchrow(SQL.get_user, request.ctx.user_id)
+    pool, user = request.app.ctx.pool, request.ctx.user
     if not await _bcrypt_to_thread(_check_password, body.old_password.encode(), user["password_hash"].encode()):
         raise ChatError("invalid_credentials", "old_password is wrong", 403)
     new_password = _check_new_password(body.new_password)
