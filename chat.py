@@ -6,6 +6,7 @@ the schema lives in alembic/versions/.
 """
 
 import asyncio
+import contextlib
 import hashlib
 import math
 import os
@@ -50,6 +51,8 @@ MAX_SOCKETS_PER_USER = int(os.environ.get("MAX_SOCKETS_PER_USER", "10"))
 # Browser origins allowed to open a socket; unset: only pages served by this server; "*": any.
 ALLOWED_ORIGINS = {o.strip() for o in os.environ.get("ALLOWED_ORIGINS", "").split(",") if o.strip()}
 WS_PING_SECONDS = float(os.environ.get("WS_PING_SECONDS", "20"))  # ping interval, and how long a pong may take
+HEARTBEAT_SECONDS = float(os.environ.get("HEARTBEAT_SECONDS", "5"))  # process heartbeat and event-bus keep-alive
+SHUTDOWN_GRACE_SECONDS = float(os.environ.get("SHUTDOWN_GRACE_SECONDS", "3"))  # for in-flight commands on stop
 
 MAX_BODY_BYTES = 64 * 1024  # HTTP bodies and WebSocket frames alike
 OUTBOX_FRAMES = 1000  # frames a socket may fall behind before it is dropped
@@ -58,6 +61,10 @@ MAX_MARK_READ_IDS = 1000
 MAX_GROUP_MEMBERS = 1000
 MAX_CLIENT_MSG_ID = 64
 JWT_LEEWAY_SECONDS = 10
+DEAD_AFTER_SECONDS = 3 * HEARTBEAT_SECONDS  # a process silent this long has died: its users are offline
+EVENT_RETENTION_SECONDS = 600  # how far back a process that lost its listening connection can catch up
+EVENT_BATCH = 5000  # events read per query
+GAP_SECONDS = 60  # an event id still missing after this was rolled back (no transaction runs that long)
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
@@ -73,6 +80,7 @@ app.config.WEBSOCKET_PING_TIMEOUT = WS_PING_SECONDS
 # Sanic keeps a closed socket's connection alive until this timeout passes (it does not apply
 # to open sockets); the default 60 s holds memory long after clients leave.
 app.config.RESPONSE_TIMEOUT = 10
+app.config.GRACEFUL_SHUTDOWN_TIMEOUT = SHUTDOWN_GRACE_SECONDS
 app.config.OAS_UI_DEFAULT = "swagger"
 app.config.DEPRECATION_FILTER = "ignore"  # sanic-ext 24.12 still passes `loop` to its listeners
 app.ext.openapi.describe("chat", version="1.0", description="Accounts and history over HTTP; chat over /connect.")
@@ -157,11 +165,14 @@ class Client:
 
     def __init__(self, ws):
         self.ws = ws
+        self.id = uuid.uuid4()  # names the socket in events, so it is not told what it was answered
         self.outbox = asyncio.Queue(OUTBOX_FRAMES)
+        self.busy = False  # running a command: shutdown waits for it
 
-    def push(self, frame):
+    def push(self, text, message_id=None):
+        """Queue a serialized frame; message_id marks a new_message push."""
         try:
-            self.outbox.put_nowait(frame)
+            self.outbox.put_nowait((text, message_id))
         except asyncio.QueueFull:
             # Too far behind: drop it; on reconnect it catches up from unread.
             self.ws.fail_connection(1013, "too slow")
@@ -170,10 +181,9 @@ class Client:
         """Send queued frames in order, skipping messages the unread frame already carried."""
         try:
             while True:
-                frame = await self.outbox.get()
-                if frame["action"] == "new_message" and frame["data"]["id"] in already_sent_ids:
-                    continue
-                await self.ws.send(_dumps(frame))
+                text, message_id = await self.outbox.get()
+                if message_id not in already_sent_ids:
+                    await self.ws.send(text)
         except (ConnectionClosed, WebsocketClosed, ServerError):
             pass  # the socket is gone; its handler cleans up
 
@@ -186,11 +196,136 @@ def _dumps(frame):
 
 
 def _deliver(user_ids, frame, skip=None):
-    """Queue a frame for every open socket of these users (except `skip`)."""
+    """Queue a frame for every open socket of these users on this process (except socket `skip`)."""
+    text = _dumps(frame)  # once, however many sockets get it
+    message_id = frame["data"]["id"] if frame["action"] == "new_message" else None
     for user_id in user_ids:
         for client in list(SESSIONS.get(user_id, ())):  # a copy: sockets come and go meanwhile
-            if client is not skip:
-                client.push(frame)
+            if client.id != skip:
+                client.push(text, message_id)
+
+
+# --- The bus: events reach the sockets of every process through PostgreSQL ------
+
+
+class Bus:
+    """Reads the `events` table whenever PostgreSQL's NOTIFY says rows were added, and
+    delivers each event once to the sockets of this process.
+
+    NOTIFY is only a wake-up: the table is the truth, so a reconnect catches up by reading
+    from the last id delivered. Ids are handed out in order but may commit out of order, so
+    the ids passed over are remembered and read again until they commit (a rolled-back one
+    is forgotten after GAP_SECONDS)."""
+
+    def __init__(self, url):
+        self.url = url
+        self.last_id = None
+        self.passed_over = {}  # event id -> when it was passed over
+        self.wakeup = asyncio.Event()
+
+    async def run(self):
+        """Listen on a connection of its own (a pooled one would drop the LISTEN); reconnect with back-off."""
+        backoff = 0.5
+        while True:
+            conn = None
+            try:
+                # Named, so an operator can tell it apart in pg_stat_activity.
+                settings = {"application_name": f"chat bus {os.getpid()}"}
+                conn = await asyncpg.connect(self.url, timeout=5, server_settings=settings)
+                conn.add_termination_listener(lambda _: self.wakeup.set())
+                await conn.add_listener("chat_events", lambda *_: self.wakeup.set())
+                if self.last_id is None:  # nobody is connected yet: start from now
+                    self.last_id = await conn.fetchval(SQL.get_last_event_id, timeout=5)
+                backoff = 0.5
+                while not conn.is_closed():
+                    self.wakeup.clear()
+                    # Also the keep-alive: asyncpg sets no TCP keepalive, so a half-open link
+                    # shows up only as a query that times out.
+                    await self.read(conn)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.wakeup.wait(), HEARTBEAT_SECONDS)
+                logger.warning("event bus: connection lost; listening again in %.1f s", backoff)
+            except DATABASE_DOWN as error:
+                logger.warning("event bus: %s; listening again in %.1f s", error or type(error).__name__, backoff)
+            except Exception:
+                logger.exception("event bus failed; listening again in %.1f s", backoff)
+            finally:
+                if conn is not None:
+                    conn.terminate()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 10)
+
+    async def read(self, conn):
+        """Deliver the events committed since the last read."""
+        now = time.monotonic()
+        self.passed_over = {i: t for i, t in self.passed_over.items() if now - t < GAP_SECONDS}
+        rows = await conn.fetch(SQL.list_events, self.last_id, list(self.passed_over), EVENT_BATCH, timeout=5)
+        for row in rows:
+            event_id = row["event_id"]
+            if event_id > self.last_id:
+                # Ids this far back are long rolled back or pruned: don't remember them all.
+                self.passed_over.update(dict.fromkeys(range(max(self.last_id + 1, event_id - 10_000), event_id), now))
+                self.last_id = event_id
+            else:
+                del self.passed_over[event_id]
+            frame = orjson.loads(row["frame"]) if row["frame"] else {"action": "new_message", "data": _message(row)}
+            if frame["action"] == "password_changed":  # not for clients: it closes the user's sockets
+                for user_id in row["user_ids"]:
+                    for client in list(SESSIONS.get(user_id, ())):
+                        client.ws.fail_connection(1008, "password changed")
+            else:
+                _deliver(row["user_ids"], frame, skip=row["skip_socket"])
+        if len(rows) == EVENT_BATCH:
+            self.wakeup.set()  # there is more
+
+
+class Presence:
+    """Keeps this process's rows in `presence` equal to the users in SESSIONS, beats the
+    process heartbeat, and forgets processes that died. Every online/offline change of a
+    user, across all processes, becomes one presence event to the user's chat partners."""
+
+    def __init__(self, pool, process_id):
+        self.pool, self.process_id = pool, process_id
+        self.published = set()  # the users this process's presence rows name
+        self.changed = asyncio.Event()
+
+    async def run(self):
+        """Publish changes as they come (in batches while busy), and beat every HEARTBEAT_SECONDS."""
+        next_beat = 0
+        while True:
+            try:
+                if time.monotonic() >= next_beat:
+                    await self.beat()
+                    next_beat = time.monotonic() + HEARTBEAT_SECONDS
+                self.changed.clear()
+                online = set(SESSIONS)
+                came, gone = online - self.published, self.published - online
+                if came or gone:
+                    await self.apply(SQL.set_presence, self.process_id, list(came), list(gone))
+                    self.published = online
+            except DATABASE_DOWN as error:
+                logger.warning("presence: %s; trying again", error or type(error).__name__)
+                await asyncio.sleep(1)
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), max(0, next_beat - time.monotonic()))
+
+    async def beat(self):
+        if await self.pool.execute(SQL.beat_process, self.process_id, DEAD_AFTER_SECONDS) == "UPDATE 0":
+            # Taken for dead while PostgreSQL was away: announce ourselves and our users again.
+            await self.pool.execute(SQL.add_process, self.process_id, DEAD_AFTER_SECONDS)
+            self.published = set()
+        await self.apply(SQL.reap_processes, None)
+        await self.pool.execute(SQL.prune_events, EVENT_RETENTION_SECONDS)
+
+    async def apply(self, query, *args):
+        """Run a presence change, taking turns with other processes, and publish its flips."""
+        async with self.pool.acquire(timeout=5) as conn, conn.transaction():
+            await conn.execute(SQL.lock_presence)
+            flips = await conn.fetch(query, *args)
+            if flips:
+                users, online = zip(*((row["user_id"], row["online"]) for row in flips), strict=True)
+                await conn.execute(SQL.publish_presence, users, online)
 
 
 # --- Abuse limits --------------------------------------------------------------
@@ -256,11 +391,35 @@ async def open_pool(app):
     # Timeouts on connecting and on every command: while PostgreSQL is away, requests
     # fail fast with 503 instead of hanging, and the pool reconnects when it is back.
     app.ctx.pool = await asyncpg.create_pool(DATABASE_URL, min_size=2, max_size=10, timeout=5, command_timeout=5)
+    app.ctx.stopping = False
+    process_id = uuid.uuid4()
+    await app.ctx.pool.execute(SQL.add_process, process_id, DEAD_AFTER_SECONDS)
+    app.ctx.bus, app.ctx.presence = Bus(DATABASE_URL), Presence(app.ctx.pool, process_id)
+    app.ctx.tasks = [asyncio.create_task(app.ctx.bus.run()), asyncio.create_task(app.ctx.presence.run())]
+
+
+@app.listener("before_server_stop", priority=-1)  # before Sanic's own listener cancels socket handlers
+async def close_sockets(app):
+    """Refuse new commands, let the running ones finish and send, then close every socket with 1001."""
+    app.ctx.stopping = True
+    clients = [client for user_clients in list(SESSIONS.values()) for client in user_clients]
+    deadline = time.monotonic() + SHUTDOWN_GRACE_SECONDS
+    # Polling is plenty for something that happens once per process.
+    while any(c.busy or not c.outbox.empty() for c in clients) and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+    closing = [client.ws.close(1001, "server shutting down") for client in clients]
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.gather(*closing, return_exceptions=True), 1)
 
 
 @app.after_server_stop
 async def close_pool(app):
-    """Give the database connections back."""
+    """Stop listening, mark our users offline, and give the database connections back."""
+    for task in app.ctx.tasks:
+        task.cancel()
+    presence = app.ctx.presence
+    with contextlib.suppress(*DATABASE_DOWN):
+        await presence.apply(SQL.reap_processes, presence.process_id)
     await app.ctx.pool.close()
 
 
@@ -355,6 +514,8 @@ async def guard(request):
             return _error(429, "rate_limited", "too many attempts from this address; try again later", headers)
     if getattr(route, "websocket", False) and not _origin_allowed(request):
         return _error(403, "forbidden", "this origin may not open a socket here")
+    if request.app.ctx.stopping:
+        return _error(503, "unavailable", "the server is shutting down; try again shortly")
     if not getattr(route, "auth", False):
         return None
     request.ctx.user = await _token_user(request)
@@ -477,18 +638,20 @@ async def change_password(request, body: PasswordChange):
         raise ChatError("invalid_credentials", "old_password is wrong", 403)
     new_password = _check_new_password(body.new_password)
     hashed = await _bcrypt_to_thread(bcrypt.hashpw, new_password, bcrypt.gensalt(BCRYPT_ROUNDS))
-    await pool.execute(SQL.set_password, user["id"], hashed.decode())
-    for client in list(SESSIONS.get(user["id"], ())):  # their tokens are retired too
-        client.ws.fail_connection(1008, "password changed")
+    async with pool.acquire(timeout=5) as conn, conn.transaction():
+        await conn.execute(SQL.set_password, user["id"], hashed.decode())
+        # Sockets opened with the old tokens close too, on every process.
+        await conn.execute(SQL.publish_event, [user["id"]], None, _dumps({"action": "password_changed"}))
     return HTTPResponse(status=204)
 
 
 @app.get("/users_list", ctx_auth=True)
 @openapi.definition(secured="token", tag="users")
 async def users_list(request):
-    """Everyone but the caller, by name."""
+    """Everyone but the caller, by name, and who is online."""
     rows = await request.app.ctx.pool.fetch(SQL.list_users, request.ctx.user_id)
-    return json({"users": [{"user_uuid": str(row["id"]), "name": row["name"]} for row in rows]})
+    users = [{"user_uuid": str(row["id"]), "name": row["name"], "online": row["online"]} for row in rows]
+    return json({"users": users})
 
 
 @app.get("/chats", ctx_auth=True)
@@ -571,6 +734,7 @@ async def connect(request, ws):
     client = Client(ws)
     # Register before reading unread, so nothing sent meanwhile slips between the two.
     SESSIONS[user_id].add(client)
+    request.app.ctx.presence.changed.set()
     writer = None
     try:
         if len(SESSIONS[user_id]) > MAX_SOCKETS_PER_USER:  # lost a race with another handshake
@@ -585,12 +749,15 @@ async def connect(request, ws):
         await ws.send(_dumps({"action": "unread_messages", "data": unread}))
         writer = asyncio.create_task(client.drain({message["id"] for message in unread}))
         async for frame in ws:
+            client.busy = True
             await _handle_frame(request.app, user_id, client, frame)
+            client.busy = False
     finally:
         # A vanished peer surfaces here as CancelledError, not ConnectionClosed.
         SESSIONS[user_id].discard(client)
         if not SESSIONS[user_id]:
             del SESSIONS[user_id]
+        request.app.ctx.presence.changed.set()
         if writer:
             writer.cancel()
 
@@ -612,6 +779,8 @@ async def _handle_frame(app, user_id, client, frame):
         handler = COMMANDS.get(action) if isinstance(action, str) else None
         if handler is None:
             raise ChatError("unknown_action", f"actions are: {', '.join(COMMANDS)}")
+        if app.ctx.stopping:  # not run, so not acknowledged: the client sends it again after reconnecting
+            raise ChatError("unavailable", "the server is shutting down; send again after reconnecting")
         wait = COMMAND_LIMIT.take(user_id)
         if wait:
             reply = {
@@ -629,9 +798,9 @@ async def _handle_frame(app, user_id, client, frame):
     except Exception:
         logger.exception("command failed")
         reply = {"action": "error", "error": "internal", "detail": "internal server error"}
-    if request_id is not None:  # a copy: the reply may be the very event pushed to others
+    if request_id is not None:
         reply = {**reply, "request_id": request_id}
-    client.push(reply)
+    client.push(_dumps(reply))
 
 
 def _user_ids(value):
@@ -665,10 +834,10 @@ async def create_chat(app, user_id, client, command):
                 existing = await conn.fetchrow(SQL.get_private_chat, private_key)
                 return {"action": "chat_created", "chat": _chat(existing, existing["members"])}
             await conn.execute(SQL.add_members, chat["id"], members)
+            event = {"action": "chat_created", "chat": _chat(chat, members)}
+            await conn.execute(SQL.publish_event, members, client.id, _dumps(event))
     except asyncpg.ForeignKeyViolationError:
         raise ChatError("not_found", "user_ids names a user that does not exist") from None
-    event = {"action": "chat_created", "chat": _chat(chat, members)}
-    _deliver(members, event, skip=client)
     return event
 
 
@@ -677,24 +846,21 @@ def _chat(row, members):
 
 
 async def send_message(app, user_id, client, command):
-    """Store a message, then tell every member's sockets."""
+    """Store a message; once it is committed, the bus tells every member's sockets."""
     chat_id = _integer(command.get("chat_id"), "chat_id", 1, 2**31 - 1)
     text = _text(command.get("text"), "text", MAX_TEXT_CHARS)
     client_msg_id = command.get("client_msg_id")
     if client_msg_id is not None:
         client_msg_id = _text(client_msg_id, "client_msg_id", MAX_CLIENT_MSG_ID)
     pool = app.ctx.pool
-    row = await pool.fetchrow(SQL.create_message, chat_id, user_id, text, client_msg_id)
+    row = await pool.fetchrow(SQL.create_message, chat_id, user_id, text, client_msg_id, client.id)
     if row is None:
         # A retry of a message already stored: answer with the original, tell nobody again.
         original = client_msg_id and await pool.fetchrow(SQL.get_sent_message, user_id, client_msg_id)
         if original:
             return {"action": "message_sent", "data": _message(original)}
         await _check_access(pool, chat_id, user_id)
-    message = _message(row)
-    # Committed above: only now may anyone be told.
-    _deliver([*row["recipients"], user_id], {"action": "new_message", "data": message}, skip=client)
-    return {"action": "message_sent", "data": message}
+    return {"action": "message_sent", "data": _message(row)}
 
 
 async def mark_read(app, user_id, client, command):
@@ -705,16 +871,17 @@ async def mark_read(app, user_id, client, command):
     ids = [_integer(value, "each message id", 1, 2**63 - 1) for value in ids]
     async with app.ctx.pool.acquire(timeout=5) as conn, conn.transaction():
         marked = [row["message_id"] for row in await conn.fetch(SQL.delete_unread, user_id, ids)]
-        completed = []
         if marked:
             # Locking first makes two simultaneous last readers take turns: exactly one sees none left.
             await conn.execute(SQL.lock_messages, marked)
-            completed = await conn.fetch(SQL.complete_messages, marked)
-    by_sender = defaultdict(list)
-    for row in completed:
-        by_sender[row["sender_id"]].append({"id": row["id"], "chat_id": row["chat_id"]})
-    for sender_id, messages in by_sender.items():
-        _deliver([sender_id], {"action": "messages_read", "data": sorted(messages, key=lambda m: m["id"])})
+            by_sender = defaultdict(list)
+            for row in await conn.fetch(SQL.complete_messages, marked):
+                by_sender[row["sender_id"]].append({"id": row["id"], "chat_id": row["chat_id"]})
+            events = [
+                ([sender_id], None, _dumps({"action": "messages_read", "data": sorted(read, key=lambda m: m["id"])}))
+                for sender_id, read in by_sender.items()
+            ]
+            await conn.executemany(SQL.publish_event, events)
     return {"action": "marked_read", "message_ids": sorted(marked)}
 
 

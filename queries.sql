@@ -26,11 +26,11 @@ set password_hash = $2
 where id = $1
 
 -- name: list_users
--- Everyone but the caller, by name.
-select id, name
-from users
-where id <> $1
-order by name, id
+-- Everyone but the caller, by name, and whether they have a socket open on any process.
+select u.id, u.name, exists (select from presence p where p.user_id = u.id) as online
+from users u
+where u.id <> $1
+order by u.name, u.id
 
 -- name: insert_chat
 -- Create a chat; a private chat whose pair already exists yields no row.
@@ -81,8 +81,8 @@ select exists (select 1 from chats where id = $1) as chat_exists,
        exists (select 1 from chat_members where chat_id = $1 and user_id = $2) as is_member
 
 -- name: create_message
--- Store a message from a member and an unread row for every other member;
--- no row if the sender is not a member or already sent this client_msg_id.
+-- Store a message from a member, an unread row for every other member and its new_message
+-- event ($5: the sending socket); no row if the sender is not a member or already sent this client_msg_id.
 with message as (
     insert into messages (chat_id, sender_id, text, client_msg_id)
     select $1, $2, $3, $4
@@ -95,8 +95,12 @@ with message as (
     from chat_members m, message
     where m.chat_id = message.chat_id and m.user_id <> message.sender_id
     returning user_id
+), event as (
+    insert into events (user_ids, skip_socket, message_id)
+    select array(select user_id from recipients) || message.sender_id, $5, message.id
+    from message
 )
-select message.*, array(select user_id from recipients) as recipients
+select message.*
 from message
 
 -- name: get_sent_message
@@ -151,3 +155,98 @@ from messages
 where chat_id = $1 and id < $2
 order by id desc
 limit $3
+
+-- name: publish_event
+-- Queue a frame for the sockets of these users on every process ($2: the socket answered directly).
+insert into events (user_ids, skip_socket, frame)
+values ($1, $2, $3)
+
+-- name: get_last_event_id
+-- The newest event, where a starting process begins to listen.
+select coalesce(max(id), 0)
+from events
+
+-- name: list_events
+-- Events after the last one this process delivered, and the skipped ids ($2) that have
+-- committed since; a new_message frame is built from its message row.
+select e.id as event_id, e.user_ids, e.skip_socket, e.frame,
+       m.id, m.chat_id, m.sender_id, m.text, m.sent_at, m.is_read
+from events e
+left join messages m on m.id = e.message_id
+where e.id > $1 or e.id = any($2::bigint[])
+order by e.id
+limit $3
+
+-- name: prune_events
+-- Forget events older than every process's catch-up needs.
+delete from events
+where created_at < now() - make_interval(secs => $1)
+
+-- name: add_process
+-- Announce a running server process, alive for $2 seconds unless it beats again.
+insert into processes (id, expires_at)
+values ($1, now() + make_interval(secs => $2))
+
+-- name: beat_process
+-- A running process's heartbeat: alive for $2 more seconds; updates nothing if it was taken for dead meanwhile.
+update processes
+set expires_at = now() + make_interval(secs => $2)
+where id = $1
+
+-- name: lock_presence
+-- Make presence changes take turns across processes, so each change is announced once.
+select pg_advisory_xact_lock(hashtext('chat.presence'))
+
+-- name: set_presence
+-- Add ($2) and remove ($3) the users with sockets on process $1; returns those whose
+-- online state changed everywhere.
+with came as (
+    insert into presence (user_id, process_id)
+    select unnest($2::uuid[]), $1
+    on conflict do nothing
+    returning user_id, true as online
+), gone as (
+    delete from presence
+    where process_id = $1 and user_id = any($3::uuid[])
+    returning user_id, false as online
+)
+select user_id, online
+from (select * from came union all select * from gone) changed
+where not exists (select from presence p where p.user_id = changed.user_id and p.process_id <> $1)
+
+-- name: reap_processes
+-- Forget process $1 (stopping) and processes that stopped beating (died), with their
+-- sockets; returns the users now offline everywhere.
+with dead as (
+    delete from processes
+    where id = $1 or expires_at < now()
+    returning id
+), gone as (
+    delete from presence p
+    using dead
+    where p.process_id = dead.id
+    returning p.user_id
+)
+select distinct user_id, false as online
+from gone
+where not exists (
+    select from presence p
+    where p.user_id = gone.user_id and p.process_id not in (select id from dead)
+)
+
+-- name: publish_presence
+-- Tell the chat partners of each user ($1) that they came online or went offline ($2).
+insert into events (user_ids, frame)
+select partners.user_ids,
+       jsonb_build_object('action', 'presence',
+                          'data', jsonb_build_object('user_uuid', changed.user_id, 'online', changed.online))
+from unnest($1::uuid[], $2::bool[]) as changed (user_id, online)
+cross join lateral (
+    select array(
+        select distinct other.user_id
+        from chat_members mine
+        join chat_members other on other.chat_id = mine.chat_id
+        where mine.user_id = changed.user_id and other.user_id <> changed.user_id
+    ) as user_ids
+) partners
+where cardinality(partners.user_ids) > 0

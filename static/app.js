@@ -10,6 +10,7 @@ const state = {
   chats: new Map(), // chat id -> {id, type, name, members, unread, last_message}
   messages: new Map(), // message id -> message, for the open chat
   unread: new Map(), // chat id -> Set of message ids the user has not marked read
+  online: new Set(), // uuids of users with a socket open
   open: null, // the open chat's id
   ws: null,
   retries: 0,
@@ -67,6 +68,7 @@ async function start() {
   try {
     const { users } = await api("/users_list");
     users.forEach((user) => state.names.set(user.user_uuid, user.name));
+    state.online = new Set(users.filter((user) => user.online).map((user) => user.user_uuid));
     renderPeople(users);
     await loadChats();
   } catch (error) {
@@ -149,6 +151,12 @@ const handlers = {
     }
   },
   marked_read() {},
+  presence({ data }) {
+    if (data.online) state.online.add(data.user_uuid);
+    else state.online.delete(data.user_uuid);
+    renderPresence();
+    renderChats();
+  },
   error({ error, detail }) {
     $("status").textContent = `${error}: ${detail}`;
     $("status").hidden = false;
@@ -215,6 +223,8 @@ function renderChats() {
       const item = document.createElement("li");
       item.dataset.id = chat.id;
       item.classList.toggle("open", chat.id === state.open);
+      const other = chat.type === "private" && chat.members.find((m) => m.user_uuid !== state.me);
+      item.classList.toggle("online", Boolean(other && state.online.has(other.user_uuid)));
       const text = document.createElement("div");
       const title = document.createElement("strong");
       title.textContent = chatTitle(chat);
@@ -236,6 +246,13 @@ function renderChats() {
   );
 }
 
+// A dot after the name of whoever is online, without redrawing the list (picks stay ticked).
+function renderPresence() {
+  for (const box of $("people").querySelectorAll("input")) {
+    box.closest("li").classList.toggle("online", state.online.has(box.value));
+  }
+}
+
 function renderPeople(users) {
   $("people").replaceChildren(
     ...users.map((user) => {
@@ -246,6 +263,7 @@ function renderPeople(users) {
       box.value = user.user_uuid;
       label.append(box, document.createTextNode(user.name));
       item.append(label);
+      item.classList.toggle("online", state.online.has(user.user_uuid));
       return item;
     }),
   );

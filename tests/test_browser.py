@@ -4,6 +4,7 @@ Screenshots of each step go to test-output/browser/.
 """
 
 import os
+import re
 import uuid
 
 import pytest
@@ -12,6 +13,7 @@ from playwright.sync_api import expect, sync_playwright
 from conftest import PASSWORD, ROOT
 
 CHROMIUM = "/usr/bin/chromium"
+ONLINE = re.compile(r"\bonline\b")
 FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -98,6 +100,9 @@ def test_a_team_chats_in_the_browser(server, browser):
     expect(mine).to_contain_text("read")
     _shot(bob, "04-bob-read")
     _shot(alice, "05-alice-sees-read")
+    # bob is online: a dot by his name in alice's chat list and people list.
+    expect(_chat(alice, bob_name)).to_have_class(ONLINE)
+    expect(alice.locator("#people li", has_text=bob_name)).to_have_class(ONLINE)
 
     # Shift+Enter is a new line; live replies arrive in the open chat.
     bob.fill("#text", "line one")
@@ -147,3 +152,8 @@ def test_a_team_chats_in_the_browser(server, browser):
     expect(bob.locator("#app")).to_be_visible()
     expect(bob.locator("#chat-list li")).to_have_count(2)
     _shot(bob, "10-bob-after-reload")
+
+    # bob leaves: his dot goes out on alice's page.
+    bob.close()
+    expect(_chat(alice, bob_name)).not_to_have_class(ONLINE)
+    expect(alice.locator("#people li", has_text=bob_name)).not_to_have_class(ONLINE)

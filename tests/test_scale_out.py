@@ -1,0 +1,259 @@
+"""More than one server process on one database: every event reaches every socket once,
+whichever process holds it; presence is one truth across processes."""
+
+import asyncio
+import os
+import signal
+import time
+
+import asyncpg
+import httpx
+import pytest
+
+from conftest import JWT_SECRET, open_socket, running_server
+
+LIMITS = {"AUTH_RATE_PER_MIN": "100000", "RATE_BURST": "100000", "RATE_PER_SEC": "100000"}
+FAST_BEAT = {"HEARTBEAT_SECONDS": "0.5"}  # a killed process is taken for dead after 1.5 s
+
+
+@pytest.fixture
+def two_servers(database_url, tmp_path):
+    """Two `python chat.py` processes on two ports, sharing the session's database."""
+    env = {"DATABASE_URL": database_url, "JWT_SECRET": JWT_SECRET, **LIMITS, **FAST_BEAT}
+    with running_server(tmp_path / "one.log", **env) as one, running_server(tmp_path / "two.log", **env) as two:
+        yield one, two
+        for server in (one, two):
+            if server.process.poll() is None:
+                assert "Traceback" not in server.log_path.read_text()
+
+
+async def _drain_all(*sockets, seconds=0.5):
+    """Every non-presence frame that arrives on these sockets within `seconds` (should be none)."""
+    extra = []
+    for sock in sockets:
+        try:
+            while True:
+                extra.append(await sock.recv(seconds))
+        except TimeoutError:
+            pass
+    return extra
+
+
+async def test_two_processes_deliver_as_one(two_servers, make_user, create_chat):
+    one, two = two_servers
+    alice, bob = await make_user("alice"), await make_user("bob")
+    a1 = await open_socket(one.ws_url, alice.headers)
+    a2 = await open_socket(two.ws_url, alice.headers)  # alice's second tab, on the other process
+    b2 = await open_socket(two.ws_url, bob.headers)
+
+    chat = await create_chat(a1, [bob], kind="private")
+    assert (await b2.recv_action("chat_created"))["chat"] == chat
+    assert (await a2.recv_action("chat_created"))["chat"] == chat
+
+    sent = []
+    for n in range(20):
+        reply = await a1.command({"action": "send_message", "chat_id": chat["id"], "text": f"m{n}"})
+        sent.append(reply["data"])
+    assert [(await b2.recv_action("new_message"))["data"] for _ in sent] == sent
+    assert [(await a2.recv_action("new_message"))["data"] for _ in sent] == sent
+
+    reply = await b2.command({"action": "mark_read", "message_ids": [m["id"] for m in sent]})
+    assert reply["message_ids"] == [m["id"] for m in sent]
+    receipts = [(await a.recv_action("messages_read"))["data"] for a in (a1, a2)]
+    assert receipts == [[{"id": m["id"], "chat_id": chat["id"]} for m in sent]] * 2
+
+    # Back the other way: bob on process two writes, alice on process one reads.
+    reply = await b2.command({"action": "send_message", "chat_id": chat["id"], "text": "hi from two"})
+    assert (await a1.recv_action("new_message"))["data"] == reply["data"]
+    assert (await a2.recv_action("new_message"))["data"] == reply["data"]
+    assert await _drain_all(a1, a2, b2) == []  # nothing twice
+
+
+async def test_password_change_closes_sockets_on_every_process(two_servers, make_user):
+    one, two = two_servers
+    user = await make_user()
+    socks = [await open_socket(server.ws_url, user.headers) for server in two_servers]
+    async with httpx.AsyncClient(base_url=one.url) as http:
+        body = {"old_password": "correct horse", "new_password": "battery staple"}
+        assert (await http.post("/change_password", json=body, headers=user.headers)).status_code == 204
+    for sock in socks:
+        await asyncio.wait_for(sock.ws.wait_closed(), 5)
+        assert sock.ws.close_code == 1008
+
+
+async def test_workers_share_one_port_and_deliver_each_message_once(database_url, tmp_path, make_user):
+    env = {"DATABASE_URL": database_url, "JWT_SECRET": JWT_SECRET, **LIMITS}
+    with running_server(tmp_path / "workers.log", "--workers", "2", **env) as server:
+        users = [await make_user() for _ in range(24)]
+        socks = [await open_socket(server.ws_url, user.headers) for user in users]
+        groups = [list(range(start, start + 4)) for start in range(0, 24, 4)]
+        chats = []
+        for group in groups:
+            members = [users[i] for i in group[1:]]
+            reply = await socks[group[0]].command(
+                {"action": "create_chat", "type": "group", "name": "g", "user_ids": [m.uuid for m in members]}
+            )
+            chats.append(reply["chat"])
+            for i in group[1:]:
+                assert (await socks[i].recv_action("chat_created"))["chat"] == reply["chat"]
+
+        for group, chat in zip(groups, chats, strict=True):
+            for i in group:
+                for n in range(5):
+                    await socks[i].send({"action": "send_message", "chat_id": chat["id"], "text": f"{i}:{n}"})
+
+        async def collect(sock):
+            """Five acks of its own and fifteen messages from the three others."""
+            acked, received = [], []
+            while len(acked) < 5 or len(received) < 15:
+                frame = await sock.recv()
+                (acked if frame["action"] == "message_sent" else received).append(frame["data"]["id"])
+            return acked, received
+
+        results = await asyncio.gather(*(collect(sock) for sock in socks))
+        all_acked = {message_id for acked, _ in results for message_id in acked}
+        assert len(all_acked) == 24 * 5
+        for acked, received in results:
+            assert len(set(received)) == 15 and set(received) <= all_acked - set(acked)
+        assert await _drain_all(*socks, seconds=0.3) == []
+
+        # Both workers really served: each holds some of the sockets.
+        conn = await asyncpg.connect(database_url)
+        try:
+            holders = await conn.fetchval(
+                "select count(distinct process_id) from presence where user_id = any($1::uuid[])",
+                [user.uuid for user in users],
+            )
+        finally:
+            await conn.close()
+        assert holders == 2
+        for sock in socks:
+            await sock.close()
+        server.process.send_signal(signal.SIGINT)
+        assert server.process.wait(10) == 0
+        log = server.log_path.read_text()
+        assert "Traceback" not in log and "Event loop is closed" not in log, log
+
+
+async def test_a_lost_listener_catches_up_on_what_committed_meanwhile(two_servers, database_url, make_user):
+    one, two = two_servers
+    alice, bob = await make_user(), await make_user()
+    a2 = await open_socket(two.ws_url, alice.headers)
+    b1 = await open_socket(one.ws_url, bob.headers)
+    chat = (await a2.command({"action": "create_chat", "type": "private", "user_ids": [bob.uuid]}))["chat"]
+    await b1.recv_action("chat_created")
+
+    # Cut process one's listening connection, as a network drop would, and commit at once,
+    # while it waits to listen again: no NOTIFY ever reaches it for these.
+    conn = await asyncpg.connect(database_url)
+    try:
+        cut = await conn.fetchval(
+            "select count(pg_terminate_backend(pid)) from pg_stat_activity where application_name = $1",
+            f"chat bus {one.process.pid}",
+        )
+    finally:
+        await conn.close()
+    assert cut == 1
+    sent = [
+        (await a2.command({"action": "send_message", "chat_id": chat["id"], "text": f"gap {n}"}))["data"]
+        for n in range(5)
+    ]
+    assert [(await b1.recv_action("new_message"))["data"] for _ in sent] == sent
+    assert await _drain_all(b1) == []
+    assert "event bus: connection lost" in one.log_path.read_text()
+
+
+async def test_a_database_restart_loses_nothing_committed(own_database, tmp_path):
+    """Two processes, PostgreSQL restarted under them while alice keeps sending: bob gets
+    every acknowledged message exactly once, and messages sent after recovery flow again."""
+    env = {"DATABASE_URL": own_database.get_uri(), "JWT_SECRET": JWT_SECRET, **LIMITS}
+    with running_server(tmp_path / "one.log", **env) as one, running_server(tmp_path / "two.log", **env) as two:
+        async with httpx.AsyncClient(base_url=one.url) as http:
+            (_, alice_headers), (bob, bob_headers) = await _user(http), await _user(http)
+        a2 = await open_socket(two.ws_url, alice_headers)
+        b1 = await open_socket(one.ws_url, bob_headers)
+        chat = (await a2.command({"action": "create_chat", "type": "private", "user_ids": [bob]}))["chat"]
+        await b1.recv_action("chat_created")
+
+        acked, stop = [], asyncio.Event()
+
+        async def keep_sending():
+            n = 0
+            while not stop.is_set():
+                reply = await a2.command({"action": "send_message", "chat_id": chat["id"], "text": f"n{n}"})
+                if reply["action"] == "message_sent":
+                    acked.append(reply["data"]["id"])
+                n += 1
+                await asyncio.sleep(0.01)
+
+        sender = asyncio.create_task(keep_sending())
+        await asyncio.sleep(0.5)
+        own_database.stop()
+        await asyncio.sleep(1)
+        own_database.start()
+        deadline = time.monotonic() + 20
+        while len(acked) < 20 or acked[-1] <= acked[len(acked) // 2]:  # sending again after recovery
+            assert time.monotonic() < deadline, "sending did not recover"
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(0.5)
+        stop.set()
+        await sender
+
+        received = []
+        while True:
+            try:
+                received.append((await b1.recv_action("new_message", timeout=3))["data"]["id"])
+            except TimeoutError:
+                break
+        assert len(received) == len(set(received)), "a message arrived twice"
+        assert set(acked) <= set(received), sorted(set(acked) - set(received))
+        assert b1.ws.close_code is None  # bob's socket stayed up all along
+    for server in (one, two):
+        assert "ERROR" not in server.log_path.read_text()
+
+
+async def _user(http):
+    email = f"{os.urandom(8).hex()}@example.com"
+    await http.post("/register", json={"name": "u", "email": email, "password": "correct horse"})
+    body = (await http.post("/login", json={"email": email, "password": "correct horse"})).json()
+    return body["user_uuid"], {"Authorization": f"Bearer {body['access_token']}"}
+
+
+async def test_presence_flips_once_per_user_across_processes(two_servers, make_user, create_chat):
+    one, two = two_servers
+    alice, bob = await make_user(), await make_user()
+    a1 = await open_socket(one.ws_url, alice.headers)
+    b2 = await open_socket(two.ws_url, bob.headers)
+    await create_chat(a1, [bob], kind="private")
+    await b2.recv_action("chat_created")
+    # Bob's "online" may or may not be pushed: it races with the chat that makes them partners.
+    await a1.assert_silent(0.5)
+    a1.presence.clear()
+    async with httpx.AsyncClient(base_url=one.url) as http:
+
+        async def online():
+            users = (await http.get("/users_list", headers=alice.headers)).json()["users"]
+            return next(user["online"] for user in users if user["user_uuid"] == bob.uuid)
+
+        assert await online() is True
+        b1 = await open_socket(one.ws_url, bob.headers)  # a second socket: still one "online"
+        await b2.close()  # one of two closes: bob stays online
+        await a1.assert_silent(1)
+        assert a1.presence == [], a1.presence
+        assert await online() is True
+        await b1.close()
+        assert await a1.recv_presence() == {"user_uuid": bob.uuid, "online": False}
+        assert await online() is False
+
+        b2 = await open_socket(two.ws_url, bob.headers)
+        assert await a1.recv_presence() == {"user_uuid": bob.uuid, "online": True}
+        assert await online() is True
+
+        # A process that dies without a word: the other takes it for dead and says so.
+        two.process.send_signal(signal.SIGKILL)
+        started = time.monotonic()
+        assert await a1.recv_presence(timeout=10) == {"user_uuid": bob.uuid, "online": False}
+        assert time.monotonic() - started < 5
+        assert await online() is False
+        await a1.assert_silent(0.5)
+        assert a1.presence == []
