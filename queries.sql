@@ -80,28 +80,38 @@ order by coalesce(last.sent_at, c.created_at) desc, c.id desc
 select exists (select 1 from chats where id = $1) as chat_exists,
        exists (select 1 from chat_members where chat_id = $1 and user_id = $2) as is_member
 
--- name: create_message
--- Store a message from a member, an unread row for every other member and its new_message
--- event ($5: the sending socket); no row if the sender is not a member or already sent this client_msg_id.
-with message as (
-    insert into messages (chat_id, sender_id, text, client_msg_id)
-    select $1, $2, $3, $4
-    where exists (select 1 from chat_members where chat_id = $1 and user_id = $2)
+-- name: create_messages
+-- Store a batch of messages (arrays $1..$5: chat, sender, text, client_msg_id, sending socket) in
+-- one statement, with unread rows for the other members and a new_message event each; returns each
+-- stored message with its place n in the batch (none for a non-member or a repeated client_msg_id).
+with batch as (
+    select b.*, nextval(pg_get_serial_sequence('messages', 'id')) as id
+    from unnest($1::int[], $2::uuid[], $3::text[], $4::text[], $5::uuid[])
+         with ordinality as b (chat_id, sender_id, text, client_msg_id, skip_socket, n)
+    where exists (select from chat_members m where m.chat_id = b.chat_id and m.user_id = b.sender_id)
+), message as (
+    insert into messages (id, chat_id, sender_id, text, client_msg_id)
+    select id, chat_id, sender_id, text, client_msg_id
+    from batch
+    order by id
     on conflict (sender_id, client_msg_id) do nothing
     returning id, chat_id, sender_id, text, sent_at, is_read
 ), recipients as (
     insert into unread (user_id, message_id)
     select m.user_id, message.id
-    from chat_members m, message
-    where m.chat_id = message.chat_id and m.user_id <> message.sender_id
-    returning user_id
+    from message
+    join chat_members m on m.chat_id = message.chat_id
+    where m.user_id <> message.sender_id
 ), event as (
     insert into events (user_ids, skip_socket, message_id)
-    select array(select user_id from recipients) || message.sender_id, $5, message.id
+    select array(select m.user_id from chat_members m where m.chat_id = message.chat_id), batch.skip_socket, message.id
     from message
+    join batch using (id)
+    order by message.id
 )
-select message.*
+select batch.n, message.*
 from message
+join batch using (id)
 
 -- name: get_sent_message
 -- The message a sender already stored under a client_msg_id.

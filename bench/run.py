@@ -313,7 +313,7 @@ def main():
     server, port = start(["chat.py"], env)
     base, ws_base = f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/connect"
     try:
-        asyncio.run(_run(results, url, server, base, ws_base, n_users, n_idle, n_unread, n_history, step_seconds))
+        asyncio.run(_run(results, url, env, server, base, ws_base, n_users, n_idle, n_unread, n_history, step_seconds))
     finally:
         server.terminate()
         server.wait(10)
@@ -323,7 +323,7 @@ def main():
     print(f"\nJSON: {args.out}")
 
 
-async def _run(results, url, server, base, ws_base, n_users, n_idle, n_unread, n_history, step_seconds):
+async def _run(results, url, env, server, base, ws_base, n_users, n_idle, n_unread, n_history, step_seconds):
     conn = await asyncpg.connect(url)
     cheap_hash = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode()
     users = await seed_users(conn, "u", n_users, cheap_hash)
@@ -414,6 +414,23 @@ async def _run(results, url, server, base, ws_base, n_users, n_idle, n_unread, n
     }
     clients.close()
 
+    print("throughput on 2 processes (half the users on each, one database)", flush=True)
+    await asyncio.sleep(5)
+    second, second_port = start(["chat.py"], env)
+    port = ws_base.rsplit(":", 1)[1].split("/")[0]
+    split = [u.replace(f":{port}/", f":{second_port}/") if i % 2 else u for i, u in enumerate(urls)]
+    clients = Clients(split, chats)
+    best, steps = saturate(clients, GROUP_SIZE - 1, step_seconds, persisted=True)
+    clients.close()
+    second.terminate()
+    second.wait(10)
+    results["two_processes"] = {
+        "persisted_per_s": best[2]["persisted_per_s"],
+        "deliveries_per_s": best[2]["deliveries_per_s"],
+        "p99_ms": best[2]["p99_ms"],
+        "steps": steps,
+    }
+
     print("unread on connect", flush=True)
     reader_id, reader_email = (await seed_users(conn, "reader", 1, cheap_hash))[0]
     await conn.execute(
@@ -491,6 +508,10 @@ def print_table(r):
         ("saturation: persisted messages/s", t["persisted_per_s"], f"{t['vs_db_bound']:.0%} of the database bound"),
         ("saturation: deliveries/s", t["deliveries_per_s"], f"{t['vs_socket_bound']:.0%} of the socket bound"),
     ]
+    if "two_processes" in r:
+        two = r["two_processes"]
+        rows.append(("2 processes: saturation persisted messages/s", two["persisted_per_s"], "through the bus"))
+        rows.append(("2 processes: saturation deliveries/s", two["deliveries_per_s"], f"p99 {two['p99_ms']:.0f} ms"))
     for share, step in lat.items():
         rows.append(
             (
