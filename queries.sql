@@ -177,15 +177,19 @@ select coalesce(max(id), 0)
 from events
 
 -- name: list_events
--- Events after the last one this process delivered, and the skipped ids ($2) that have
--- committed since; a new_message frame is built from its message row.
+-- Events after the last one this process delivered ($1), and the passed-over older ids ($2)
+-- that have committed since; a new_message frame is built from its message row.
+-- Written to be index lookups whatever the statistics say: "id > $1 or id = any($2)" reads
+-- every event, and a plain join (or a lateral one without its "limit 1") may read every message.
 select e.id as event_id, e.user_ids, e.skip_socket, e.frame,
        m.id, m.chat_id, m.sender_id, m.text, m.sent_at, m.is_read
-from events e
-left join messages m on m.id = e.message_id
-where e.id > $1 or e.id = any($2::bigint[])
+from (
+    (select * from events where id = any($2::bigint[]))
+    union all
+    (select * from events where id > $1 order by id limit $3)
+) e
+left join lateral (select * from messages where id = e.message_id limit 1) m on true
 order by e.id
-limit $3
 
 -- name: prune_events
 -- Forget events older than every process's catch-up needs.
