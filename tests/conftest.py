@@ -161,6 +161,14 @@ def make_user(http):
     return make
 
 
+async def register_and_login(http):
+    """A new user through `http` (any server's client): its uuid and auth headers."""
+    email = f"{uuid.uuid4().hex}@example.com"
+    await http.post("/register", json={"name": "u", "email": email, "password": PASSWORD})
+    body = (await http.post("/login", json={"email": email, "password": PASSWORD})).json()
+    return body["user_uuid"], {"Authorization": f"Bearer {body['access_token']}"}
+
+
 @pytest.fixture(scope="session")
 def make_user_sync(server):
     """One registered user for sync tests: the /login body."""

@@ -3,14 +3,13 @@ acknowledged lost. These tests stop and start a PostgreSQL of their own."""
 
 import asyncio
 import time
-import uuid
 
 import asyncpg
 import httpx
 import pytest
 import websockets
 
-from conftest import JWT_SECRET, PASSWORD, open_socket, running_server
+from conftest import JWT_SECRET, PASSWORD, open_socket, register_and_login, running_server
 
 
 @pytest.fixture
@@ -23,16 +22,9 @@ def outage_server(own_database, tmp_path):
     assert "ERROR" not in server.log_path.read_text()
 
 
-async def _user(http):
-    email = f"{uuid.uuid4().hex}@example.com"
-    await http.post("/register", json={"name": "u", "email": email, "password": PASSWORD})
-    body = (await http.post("/login", json={"email": email, "password": PASSWORD})).json()
-    return body["user_uuid"], {"Authorization": f"Bearer {body['access_token']}"}
-
-
 async def test_outage_answers_unavailable_and_heals_without_a_restart(own_database, outage_server):
     async with httpx.AsyncClient(base_url=outage_server.url) as http:
-        (_, alice_headers), (bob, bob_headers) = await _user(http), await _user(http)
+        (_, alice_headers), (bob, bob_headers) = await register_and_login(http), await register_and_login(http)
         a = await open_socket(outage_server.ws_url, alice_headers)
         b = await open_socket(outage_server.ws_url, bob_headers)
         chat = (await a.command({"action": "create_chat", "type": "private", "user_ids": [bob]}))["chat"]
@@ -62,7 +54,7 @@ async def test_outage_answers_unavailable_and_heals_without_a_restart(own_databa
 
 async def test_every_acknowledged_message_survives_an_outage_mid_send(own_database, outage_server):
     async with httpx.AsyncClient(base_url=outage_server.url) as http:
-        (_, headers), (bob, _) = await _user(http), await _user(http)
+        (_, headers), (bob, _) = await register_and_login(http), await register_and_login(http)
         senders = [await open_socket(outage_server.ws_url, headers) for _ in range(4)]
         chat = (await senders[0].command({"action": "create_chat", "type": "private", "user_ids": [bob]}))["chat"]
         outcomes = {}  # text -> the reply it got

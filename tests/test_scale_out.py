@@ -2,7 +2,6 @@
 whichever process holds it; presence is one truth across processes."""
 
 import asyncio
-import os
 import signal
 import time
 
@@ -10,7 +9,7 @@ import asyncpg
 import httpx
 import pytest
 
-from conftest import JWT_SECRET, open_socket, running_server
+from conftest import JWT_SECRET, open_socket, register_and_login, running_server
 
 LIMITS = {"AUTH_RATE_PER_MIN": "100000", "RATE_BURST": "100000", "RATE_PER_SEC": "100000"}
 FAST_BEAT = {"HEARTBEAT_SECONDS": "0.5"}  # a killed process is taken for dead after 1.5 s
@@ -169,7 +168,7 @@ async def test_a_database_restart_loses_nothing_committed(own_database, tmp_path
     env = {"DATABASE_URL": own_database.get_uri(), "JWT_SECRET": JWT_SECRET, **LIMITS}
     with running_server(tmp_path / "one.log", **env) as one, running_server(tmp_path / "two.log", **env) as two:
         async with httpx.AsyncClient(base_url=one.url) as http:
-            (_, alice_headers), (bob, bob_headers) = await _user(http), await _user(http)
+            (_, alice_headers), (bob, bob_headers) = await register_and_login(http), await register_and_login(http)
         a2 = await open_socket(two.ws_url, alice_headers)
         b1 = await open_socket(one.ws_url, bob_headers)
         chat = (await a2.command({"action": "create_chat", "type": "private", "user_ids": [bob]}))["chat"]
@@ -210,13 +209,6 @@ async def test_a_database_restart_loses_nothing_committed(own_database, tmp_path
         assert b1.ws.close_code is None  # bob's socket stayed up all along
     for server in (one, two):
         assert "ERROR" not in server.log_path.read_text()
-
-
-async def _user(http):
-    email = f"{os.urandom(8).hex()}@example.com"
-    await http.post("/register", json={"name": "u", "email": email, "password": "correct horse"})
-    body = (await http.post("/login", json={"email": email, "password": "correct horse"})).json()
-    return body["user_uuid"], {"Authorization": f"Bearer {body['access_token']}"}
 
 
 async def test_presence_flips_once_per_user_across_processes(two_servers, make_user, create_chat):
