@@ -78,6 +78,13 @@ def cpu_seconds(pids):
     return total
 
 
+def machine_busy():
+    """CPU seconds all cores have spent not idle, so far (the kernel's network work included)."""
+    with open("/proc/stat") as stat:
+        ticks = [int(value) for value in stat.readline().split()[1:]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # minus idle and iowait
+
+
 def postgres_pids():
     pids = []
     for proc in Path("/proc").iterdir():
@@ -198,12 +205,15 @@ class Clients:
             "postgres": postgres_pids(),
             "load_generators": [process.pid for process in self.processes],
         }
-        cpu_before, started = {name: cpu_seconds(pids) for name, pids in watched.items()}, time.monotonic()
+        cpu_before, busy_before = {name: cpu_seconds(pids) for name, pids in watched.items()}, machine_busy()
+        started = time.monotonic()
         for pipe in self.pipes:
             pipe.send(("run", rate, seconds))
-        replies = [pipe.recv() for pipe in self.pipes]
+        time.sleep(seconds)  # CPU is counted while the clients send
         elapsed = time.monotonic() - started
         cpu = {name: round((cpu_seconds(pids) - cpu_before[name]) / elapsed, 2) for name, pids in watched.items()}
+        cpu["whole_machine"] = round((machine_busy() - busy_before) / elapsed, 2)
+        replies = [pipe.recv() for pipe in self.pipes]
         sent = sum(reply[1] for reply in replies)
         acked = sum(reply[2] for reply in replies)
         merged = {}
@@ -246,7 +256,8 @@ def saturate(clients, recipients, seconds, persisted):
             break
         best = (rate, done, step)
         time.sleep(2)
-    time.sleep(5)  # let an overloaded server drain before the next part
+    # Let an overloaded server drain, and PostgreSQL's autovacuum catch up, before the next part.
+    time.sleep(30)
     return best, steps
 
 
@@ -553,8 +564,8 @@ def print_table(r):
     for name, cpu in (("socket bound", r["socket_bound"]["cpu_cores"]), ("saturation", t["cpu_cores"])):
         rows.append(
             (
-                f"CPU at {name}: server / postgres / load generators",
-                f"{cpu['server']} / {cpu['postgres']} / {cpu['load_generators']}",
+                f"CPU at {name}: server / postgres / load generators / all",
+                f"{cpu['server']} / {cpu['postgres']} / {cpu['load_generators']} / {cpu['whole_machine']}",
                 f"cores of {os.cpu_count()}",
             )  # fmt: skip
         )
