@@ -247,7 +247,7 @@ def saturate(clients, recipients, seconds, persisted):
     """Step the per-client send rate up; saturation is the last step the server kept up with:
     at least 90% of the offer done, and p99 under 500 ms (beyond that, queues only grow)."""
     steps, best = [], None
-    for rate in (0.25, 0.5, 1, 1.25, 1.5, 2, 3, 4, 5, 6, 8):
+    for rate in (0.25, 0.5, 1, 1.25, 1.5, 2, 2.5, 3, 3.5, 4, 5, 6, 8):
         step = clients.run(rate, seconds, recipients)
         steps.append(step)
         done = step["persisted_per_s"] if persisted else step["deliveries_per_s"] / recipients
@@ -267,7 +267,7 @@ def saturate(clients, recipients, seconds, persisted):
 async def database_bound(url, chat_id, sender, seconds, concurrency=10):
     """Single-message INSERT+COMMITs per second over a pool as large as chat.py's."""
     pool = await asyncpg.create_pool(url, min_size=concurrency, max_size=concurrency)
-    count, until = 0, time.monotonic() + seconds
+    count, until, busy_before = 0, time.monotonic() + seconds, machine_busy()
 
     async def worker():
         nonlocal count
@@ -278,13 +278,14 @@ async def database_bound(url, chat_id, sender, seconds, concurrency=10):
             count += 1
 
     await asyncio.gather(*(worker() for _ in range(concurrency * 10)))
+    cores = round((machine_busy() - busy_before) / seconds, 2)
     # The rows stay (in a chat of their own). Deleting them and then VACUUM ANALYZE left
     # statistics that said "messages is empty", and PostgreSQL then planned the foreign-key
     # checks of every new message as sequential scans of the whole, growing table: the throughput
     # part collapsed at 1,000 msg/s until autovacuum caught up.
     await pool.execute("vacuum analyze messages")  # not an autovacuum in the middle of the next part
     await pool.close()
-    return round(count / seconds)
+    return round(count / seconds), cores
 
 
 async def seed_users(conn, prefix, count, password_hash):
@@ -381,7 +382,9 @@ async def _run(results, url, env, server, base, ws_base, n_users, n_idle, n_unre
 
     print("bounds: database", flush=True)
     bound_chat = await conn.fetchval("insert into chats (type, name) values ('group', 'bound') returning id")
-    results["db_bound_inserts_per_s"] = await database_bound(url, bound_chat, users[0][0], 5)
+    results["db_bound_inserts_per_s"], results["db_bound_cpu_cores"] = await database_bound(
+        url, bound_chat, users[0][0], 5
+    )
 
     print(f"    {results['db_bound_inserts_per_s']} inserts/s", flush=True)
     print("bounds: bare Sanic fan-out", flush=True)
@@ -556,7 +559,11 @@ def print_table(r):
         r["login_storm"],
     )
     rows = [
-        ("database bound: INSERT+COMMIT/s (pool of 10)", r["db_bound_inserts_per_s"], ""),
+        (
+            "database bound: INSERT+COMMIT/s (pool of 10)",
+            r["db_bound_inserts_per_s"],
+            f"whole machine {r['db_bound_cpu_cores']} cores",
+        ),  # fmt: skip
         ("socket bound: bare Sanic fan-out deliveries/s", r["socket_bound"]["deliveries_per_s"], ""),
         ("saturation: persisted messages/s", t["persisted_per_s"], f"{t['vs_db_bound']:.0%} of the database bound"),
         ("saturation: deliveries/s", t["deliveries_per_s"], f"{t['vs_socket_bound']:.0%} of the socket bound"),
