@@ -251,7 +251,7 @@ class Bus:
                         await asyncio.wait_for(self.wakeup.wait(), HEARTBEAT_SECONDS)
                 logger.warning("event bus: connection lost; listening again in %.1f s", backoff)
             except DATABASE_DOWN as error:
-                logger.warning("event bus: %s; listening again in %.1f s", error or type(error).__name__, backoff)
+                logger.warning("event bus: %s; listening again in %.1f s", str(error) or type(error).__name__, backoff)
             except Exception:
                 logger.exception("event bus failed; listening again in %.1f s", backoff)
             finally:
@@ -309,7 +309,7 @@ class Presence:
                     await self.apply(SQL.set_presence, self.process_id, list(came), list(gone))
                     self.published = online
             except DATABASE_DOWN as error:
-                logger.warning("presence: %s; trying again", error or type(error).__name__)
+                logger.warning("presence: %s; trying again", str(error) or type(error).__name__)
                 await asyncio.sleep(1)
                 continue
             except Exception:

@@ -2,6 +2,7 @@
 whichever process holds it; presence is one truth across processes."""
 
 import asyncio
+import os
 import signal
 import time
 
@@ -134,32 +135,44 @@ async def test_workers_share_one_port_and_deliver_each_message_once(database_url
         assert "Traceback" not in log and "Event loop is closed" not in log, log
 
 
-async def test_a_lost_listener_catches_up_on_what_committed_meanwhile(two_servers, database_url, make_user):
-    one, two = two_servers
-    alice, bob = await make_user(), await make_user()
-    a2 = await open_socket(two.ws_url, alice.headers)
-    b1 = await open_socket(one.ws_url, bob.headers)
-    chat = (await a2.command({"action": "create_chat", "type": "private", "user_ids": [bob.uuid]}))["chat"]
-    await b1.recv_action("chat_created")
+@pytest.mark.parametrize(
+    ("how", "logged"),
+    [
+        ("terminated", "event bus: connection lost"),  # PostgreSQL closes it: the termination listener sees it
+        ("frozen", "event bus: TimeoutError"),  # a half-open link: only the timed keep-alive read finds it
+    ],
+)
+async def test_a_lost_listener_catches_up_on_what_committed_meanwhile(how, logged, database_url, tmp_path, make_user):
+    env = {"DATABASE_URL": database_url, "JWT_SECRET": JWT_SECRET, **LIMITS, **FAST_BEAT}
+    with running_server(tmp_path / "one.log", **env) as one, running_server(tmp_path / "two.log", **env) as two:
+        alice, bob = await make_user(), await make_user()
+        a2 = await open_socket(two.ws_url, alice.headers)
+        b1 = await open_socket(one.ws_url, bob.headers)
+        chat = (await a2.command({"action": "create_chat", "type": "private", "user_ids": [bob.uuid]}))["chat"]
+        await b1.recv_action("chat_created")
 
-    # Cut process one's listening connection, as a network drop would, and commit at once,
-    # while it waits to listen again: no NOTIFY ever reaches it for these.
-    conn = await asyncpg.connect(database_url)
-    try:
-        cut = await conn.fetchval(
-            "select count(pg_terminate_backend(pid)) from pg_stat_activity where application_name = $1",
-            f"chat bus {one.process.pid}",
+        # Cut process one's listening connection, and commit at once, while it is away:
+        # no NOTIFY ever reaches it for these messages.
+        conn = await asyncpg.connect(database_url)
+        listener = await conn.fetchval(
+            "select pid from pg_stat_activity where application_name = $1", f"chat bus {one.process.pid}"
         )
-    finally:
-        await conn.close()
-    assert cut == 1
-    sent = [
-        (await a2.command({"action": "send_message", "chat_id": chat["id"], "text": f"gap {n}"}))["data"]
-        for n in range(5)
-    ]
-    assert [(await b1.recv_action("new_message"))["data"] for _ in sent] == sent
-    assert await _drain_all(b1) == []
-    assert "event bus: connection lost" in one.log_path.read_text()
+        try:
+            if how == "terminated":
+                await conn.execute("select pg_terminate_backend($1)", listener)
+            else:  # the backend stops answering but its socket stays open
+                os.kill(listener, signal.SIGSTOP)
+            sent = [
+                (await a2.command({"action": "send_message", "chat_id": chat["id"], "text": f"gap {n}"}))["data"]
+                for n in range(5)
+            ]
+            assert [(await b1.recv_action("new_message", timeout=15))["data"] for _ in sent] == sent
+            assert await _drain_all(b1) == []
+        finally:
+            if how == "frozen":
+                os.kill(listener, signal.SIGCONT)
+            await conn.close()
+        assert logged in one.log_path.read_text()
 
 
 async def test_a_database_restart_loses_nothing_committed(own_database, tmp_path):
