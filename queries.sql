@@ -81,13 +81,14 @@ select exists (select 1 from chats where id = $1) as chat_exists,
        exists (select 1 from chat_members where chat_id = $1 and user_id = $2) as is_member
 
 -- name: create_messages
--- Store a batch of messages (arrays $1..$5: chat, sender, text, client_msg_id, sending socket) in
--- one statement, with unread rows for the other members and a new_message event each; returns each
--- stored message with its place n in the batch (none for a non-member or a repeated client_msg_id).
+-- Store a batch of messages (arrays $1..$4: chat, sender, text, client_msg_id) in one statement,
+-- with unread rows for the other members and a new_message event each from process $5; returns
+-- each stored message with its place n in the batch and the members to tell (no row for a
+-- non-member or a repeated client_msg_id).
 with batch as (
     select b.*, nextval(pg_get_serial_sequence('messages', 'id')) as id
-    from unnest($1::int[], $2::uuid[], $3::text[], $4::text[], $5::uuid[])
-         with ordinality as b (chat_id, sender_id, text, client_msg_id, skip_socket, n)
+    from unnest($1::int[], $2::uuid[], $3::text[], $4::text[])
+         with ordinality as b (chat_id, sender_id, text, client_msg_id, n)
     where exists (select from chat_members m where m.chat_id = b.chat_id and m.user_id = b.sender_id)
 ), message as (
     insert into messages (id, chat_id, sender_id, text, client_msg_id)
@@ -103,15 +104,16 @@ with batch as (
     join chat_members m on m.chat_id = message.chat_id
     where m.user_id <> message.sender_id
 ), event as (
-    insert into events (user_ids, skip_socket, message_id)
-    select array(select m.user_id from chat_members m where m.chat_id = message.chat_id), batch.skip_socket, message.id
+    insert into events (user_ids, origin, message_id)
+    select array(select m.user_id from chat_members m where m.chat_id = message.chat_id), $5, message.id
     from message
-    join batch using (id)
     order by message.id
+    returning message_id as id, user_ids
 )
-select batch.n, message.*
+select batch.n, message.*, event.user_ids
 from message
 join batch using (id)
+join event using (id)
 
 -- name: get_sent_message
 -- The message a sender already stored under a client_msg_id.
@@ -167,8 +169,8 @@ order by id desc
 limit $3
 
 -- name: publish_event
--- Queue a frame for the sockets of these users on every process ($2: the socket answered directly).
-insert into events (user_ids, skip_socket, frame)
+-- Queue a frame for the sockets of these users on every process but $2 (which delivers it itself).
+insert into events (user_ids, origin, frame)
 values ($1, $2, $3)
 
 -- name: get_last_event_id
@@ -178,17 +180,22 @@ from events
 
 -- name: list_events
 -- Events after the last one this process delivered ($1), and the passed-over older ids ($2)
--- that have committed since; a new_message frame is built from its message row.
+-- that have committed since; a new_message frame is built from its message row. Events of
+-- process $4 come back as bare ids: it delivered them itself.
 -- Written to be index lookups whatever the statistics say: "id > $1 or id = any($2)" reads
 -- every event, and a plain join (or a lateral one without its "limit 1") may read every message.
-select e.id as event_id, e.user_ids, e.skip_socket, e.frame,
+select e.id as event_id,
+       case when e.origin is distinct from $4 then e.user_ids end as user_ids,
+       case when e.origin is distinct from $4 then e.frame end as frame,
        m.id, m.chat_id, m.sender_id, m.text, m.sent_at, m.is_read
 from (
     (select * from events where id = any($2::bigint[]))
     union all
     (select * from events where id > $1 order by id limit $3)
 ) e
-left join lateral (select * from messages where id = e.message_id limit 1) m on true
+left join lateral (
+    select * from messages where id = e.message_id and e.origin is distinct from $4 limit 1
+) m on true
 order by e.id
 
 -- name: prune_events

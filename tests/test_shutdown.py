@@ -22,8 +22,9 @@ async def test_stop_finishes_commands_in_flight_then_closes_with_1001(
         chat_id = reply["chat"]["id"]
         await b.recv_action("chat_created")
 
-        for n, sock in enumerate(senders):  # in flight when the signal lands
-            await sock.send({"action": "send_message", "chat_id": chat_id, "text": f"last words {n}"})
+        for n in range(20):  # some of them in flight when the signal lands, the rest refused
+            for i, sock in enumerate(senders):
+                await sock.send({"action": "send_message", "chat_id": chat_id, "text": f"last words {i}.{n}"})
         server.process.send_signal(stop_signal)
         started = time.monotonic()
 
