@@ -408,12 +408,13 @@ class MessageWriter:
 
     @staticmethod
     def _settle(batch, rows):
-        for n, (_, socket_id, future) in enumerate(batch, 1):
-            row = rows.get(n)
-            if row is not None:
-                _deliver(row["user_ids"], {"action": "new_message", "data": _message(row)}, skip=socket_id)
+        # In id order, the order history shows: PostgreSQL may hand out a batch's ids in another order.
+        for row in sorted(rows.values(), key=lambda row: row["id"]):
+            _, socket_id, _ = batch[row["n"] - 1]
+            _deliver(row["user_ids"], {"action": "new_message", "data": _message(row)}, skip=socket_id)
+        for n, (_, _, future) in enumerate(batch, 1):
             if not future.done():  # else the sender's socket went away meanwhile
-                future.set_result(row)
+                future.set_result(rows.get(n))
 
 
 # --- Abuse limits --------------------------------------------------------------

@@ -126,6 +126,27 @@ async def test_50_concurrent_sends_are_all_stored_and_delivered(db, make_user, c
     await b.assert_silent()
 
 
+async def test_each_chat_reaches_its_members_in_the_order_it_was_stored(make_user, connect, create_chat):
+    """Two chats are stored side by side (one writer each, by chat id), yet within a chat every
+    member gets the messages in id order, the order they were stored in."""
+    alice, bob, carol = await make_user(), await make_user(), await make_user()
+    a, c = await connect(alice), await connect(carol)
+    chats = [await create_chat(a, [bob, carol]), await create_chat(a, [bob, carol])]
+    while chats[0]["id"] % 2 == chats[1]["id"] % 2:  # one chat for each writer
+        chats[1] = await create_chat(a, [bob, carol])
+    while (await c.recv_action("chat_created"))["chat"]["id"] != chats[1]["id"]:
+        pass
+    senders = [await connect(user) for user in (alice, alice, alice, bob, bob)]
+    await asyncio.gather(*(s.send({"action": "send_message", "chat_id": chat["id"], "text": f"{n}:{i}"})
+                           for n, s in enumerate(senders) for i in range(10) for chat in chats))  # fmt: skip
+    received = [(await c.recv_action("new_message"))["data"] for _ in range(100)]
+    for chat in chats:
+        ids = [m["id"] for m in received if m["chat_id"] == chat["id"]]
+        assert len(ids) == 50
+        assert ids == sorted(ids)
+    await c.assert_silent()
+
+
 async def test_a_retried_client_msg_id_returns_the_original_and_stores_once(db, make_user, connect, create_chat):
     alice, bob = await make_user(), await make_user()
     a, b = await connect(alice), await connect(bob)
