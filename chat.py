@@ -173,7 +173,6 @@ class Client:
 
     def __init__(self, ws):
         self.ws = ws
-        self.id = uuid.uuid4()  # names the socket in events, so it is not told what it was answered
         self.busy = False  # running a command: shutdown waits for it
         self.held = []  # (frame, message_id) made before the unread frame went out
 
@@ -222,7 +221,7 @@ def _deliver(user_ids, frame, skip=None):
     message_id = frame["data"]["id"] if frame["action"] == "new_message" else None
     for user_id in user_ids:
         for client in list(SESSIONS.get(user_id, ())):  # a copy: sockets come and go meanwhile
-            if client.id != skip:
+            if client is not skip:
                 client.send(data, message_id)
 
 
@@ -368,13 +367,13 @@ class MessageWriter:
 
     def __init__(self, pool, process_id):
         self.pool, self.process_id = pool, process_id
-        self.waiting = []  # (arguments, sending socket, future) of sends not yet written
+        self.waiting = []  # (arguments, the sender's Client, future) of sends not yet written
         self.flusher = None
 
-    async def write(self, chat_id, sender_id, text, client_msg_id, socket_id):
+    async def write(self, chat_id, sender_id, text, client_msg_id, client):
         """The stored message's row, or None if it was not stored (see create_messages)."""
         future = asyncio.get_running_loop().create_future()
-        self.waiting.append(((chat_id, sender_id, text, client_msg_id), socket_id, future))
+        self.waiting.append(((chat_id, sender_id, text, client_msg_id), client, future))
         if self.flusher is None:
             self.flusher = asyncio.create_task(self.flush())
         return await future
@@ -410,8 +409,8 @@ class MessageWriter:
     def _settle(batch, rows):
         # In id order, the order history shows: PostgreSQL may hand out a batch's ids in another order.
         for row in sorted(rows.values(), key=lambda row: row["id"]):
-            _, socket_id, _ = batch[row["n"] - 1]
-            _deliver(row["user_ids"], {"action": "new_message", "data": _message(row)}, skip=socket_id)
+            _, sender_client, _ = batch[row["n"] - 1]
+            _deliver(row["user_ids"], {"action": "new_message", "data": _message(row)}, skip=sender_client)
         for n, (_, _, future) in enumerate(batch, 1):
             if not future.done():  # else the sender's socket went away meanwhile
                 future.set_result(rows.get(n))
@@ -941,7 +940,7 @@ async def create_chat(app, user_id, client, command):
             await conn.execute(SQL.publish_event, members, app.ctx.process_id, _dumps(event))
     except asyncpg.ForeignKeyViolationError:
         raise ChatError("not_found", "user_ids names a user that does not exist") from None
-    _deliver(members, event, skip=client.id)  # committed: the bus tells the other processes
+    _deliver(members, event, skip=client)  # committed: the bus tells the other processes
     return event
 
 
@@ -958,7 +957,7 @@ async def send_message(app, user_id, client, command):
         client_msg_id = _text(client_msg_id, "client_msg_id", MAX_CLIENT_MSG_ID)
     pool = app.ctx.pool
     writers = app.ctx.writers  # one per chat, so a chat's messages are stored in the order sent
-    row = await writers[chat_id % len(writers)].write(chat_id, user_id, text, client_msg_id, client.id)
+    row = await writers[chat_id % len(writers)].write(chat_id, user_id, text, client_msg_id, client)
     if row is None:
         # A retry of a message already stored: answer with the original, tell nobody again.
         original = client_msg_id and await pool.fetchrow(SQL.get_sent_message, user_id, client_msg_id)
