@@ -82,9 +82,9 @@ select exists (select 1 from chats where id = $1) as chat_exists,
 
 -- name: create_messages
 -- Store a batch of messages (arrays $1..$4: chat, sender, text, client_msg_id) in one statement,
--- with unread rows for the other members and a new_message event each from process $5; returns
--- each stored message with its place n in the batch and the members to tell (no row for a
--- non-member or a repeated client_msg_id).
+-- with unread rows for the other members and a new_message event each; returns each stored
+-- message with its place n in the batch and the members to tell (no row for a non-member or a
+-- repeated client_msg_id).
 with batch as (
     select b.*, nextval(pg_get_serial_sequence('messages', 'id')) as id
     from unnest($1::int[], $2::uuid[], $3::text[], $4::text[])
@@ -104,8 +104,8 @@ with batch as (
     join chat_members m on m.chat_id = message.chat_id
     where m.user_id <> message.sender_id
 ), event as (
-    insert into events (user_ids, origin, message_id)
-    select array(select m.user_id from chat_members m where m.chat_id = message.chat_id), $5, message.id
+    insert into events (user_ids, message_id)
+    select array(select m.user_id from chat_members m where m.chat_id = message.chat_id), message.id
     from message
     order by message.id
     returning message_id as id, user_ids
@@ -169,9 +169,9 @@ order by id desc
 limit $3
 
 -- name: publish_event
--- Queue a frame for the sockets of these users on every process but $2 (which delivers it itself).
-insert into events (user_ids, origin, frame)
-values ($1, $2, $3)
+-- Record a frame for the sockets of these users (the writing process delivers it after the commit).
+insert into events (user_ids, frame)
+values ($1, $2)
 
 -- name: get_last_event_id
 -- The newest event, where a starting process begins to listen.
@@ -179,9 +179,9 @@ select coalesce(max(id), 0)
 from events
 
 -- name: list_events
--- Events after the last one this process delivered ($1), and the passed-over older ids ($2)
--- that have committed since; a new_message frame is built from its message row. Events of
--- process $4 come back as bare ids: it delivered them itself.
+-- Events after the last one this process read ($1), and the passed-over older ids ($2) that
+-- have committed since; a new_message frame is built from its message row. Events that process
+-- $4 wrote come back as bare ids: it delivered them itself.
 -- Written to be index lookups whatever the statistics say: "id > $1 or id = any($2)" reads
 -- every event, and a plain join (or a lateral one without its "limit 1") may read every message.
 select e.id as event_id,
@@ -256,7 +256,7 @@ where not exists (
 )
 
 -- name: publish_presence
--- Tell the chat partners of each user ($1) that they came online or went offline ($2).
+-- Tell the chat partners of each user ($1) that they came online or went offline ($2); returns the events.
 insert into events (user_ids, frame)
 select partners.user_ids,
        jsonb_build_object('action', 'presence',
@@ -271,3 +271,4 @@ cross join lateral (
     ) as user_ids
 ) partners
 where cardinality(partners.user_ids) > 0
+returning user_ids, frame

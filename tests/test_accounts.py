@@ -1,4 +1,4 @@
-"""Registration, login, tokens and the users list."""
+"""Registration, login, tokens and the users list (chat.app in this process, through sanic-testing)."""
 
 import base64
 import hashlib
@@ -16,26 +16,26 @@ def _email():
     return f"{uuid.uuid4().hex}@example.com"
 
 
-async def test_register_stores_a_lowercased_email_and_a_bcrypt_hash(http, db):
+def test_register_stores_a_lowercased_email_and_a_bcrypt_hash(client, sql):
     email = f"Ada.{uuid.uuid4().hex}@Example.COM"
-    response = await http.post("/register", json={"name": " Ada ", "email": f"  {email} ", "password": PASSWORD})
-    assert response.status_code == 201
-    body = response.json()
+    _, response = client.post("/register", json={"name": " Ada ", "email": f"  {email} ", "password": PASSWORD})
+    assert response.status == 201
+    body = response.json
     assert body == {"user_uuid": body["user_uuid"], "name": "Ada", "email": email.lower()}
-    row = await db.fetchrow("select * from users where id = $1", uuid.UUID(body["user_uuid"]))
+    row = sql.fetchrow("select * from users where id = $1", uuid.UUID(body["user_uuid"]))
     assert row["email"] == email.lower()
     assert row["password_hash"].startswith("$2b$")
     assert PASSWORD not in row["password_hash"]
 
 
-async def test_duplicate_email_in_another_case_is_refused(http, db):
+def test_duplicate_email_in_another_case_is_refused(client, sql):
     email = _email()
-    first = await http.post("/register", json={"name": "A", "email": email, "password": PASSWORD})
-    assert first.status_code == 201
-    second = await http.post("/register", json={"name": "B", "email": f" {email.upper()}", "password": PASSWORD})
-    assert second.status_code == 409
-    assert second.json()["error"] == "email_taken"
-    assert await db.fetchval("select count(*) from users where email = $1", email) == 1
+    _, first = client.post("/register", json={"name": "A", "email": email, "password": PASSWORD})
+    assert first.status == 201
+    _, second = client.post("/register", json={"name": "B", "email": f" {email.upper()}", "password": PASSWORD})
+    assert second.status == 409
+    assert second.json["error"] == "email_taken"
+    assert sql.fetchval("select count(*) from users where email = $1", email) == 1
 
 
 @pytest.mark.parametrize(
@@ -62,39 +62,40 @@ async def test_duplicate_email_in_another_case_is_refused(http, db):
         {"extra": "field"},
     ],
 )
-async def test_invalid_registration_is_refused_and_stores_nothing(http, db, change):
+def test_invalid_registration_is_refused_and_stores_nothing(client, sql, change):
     email = _email()
     body = {"name": "Val", "email": email, "password": PASSWORD}
     body.update(change)
     body = {key: value for key, value in body.items() if value is not None}
-    response = await http.post("/register", json=body)
-    assert response.status_code == 400, response.text
-    assert response.json()["error"] == "invalid_request"
-    assert response.json()["detail"]
-    assert await db.fetchval("select count(*) from users where email = $1", email) == 0
+    _, response = client.post("/register", json=body)
+    assert response.status == 400, response.text
+    assert response.json["error"] == "invalid_request"
+    assert response.json["detail"]
+    assert sql.fetchval("select count(*) from users where email = $1", email) == 0
 
 
 @pytest.mark.parametrize("body", [b"{not json", b"", b"[1, 2]", b'"text"', b"null"])
-async def test_register_with_a_body_that_is_not_an_object(http, body):
-    response = await http.post("/register", content=body)
-    assert response.status_code == 400
-    assert set(response.json()) == {"error", "detail"}
+def test_register_with_a_body_that_is_not_an_object(client, body):
+    _, response = client.post("/register", content=body)
+    assert response.status == 400
+    assert set(response.json) == {"error", "detail"}
 
 
-async def test_72_byte_multibyte_password_works(http):
+def test_72_byte_multibyte_password_works(client):
     email, password = _email(), "é" * 36  # 72 bytes: bcrypt's limit exactly
-    assert (await http.post("/register", json={"name": "M", "email": email, "password": password})).status_code == 201
-    response = await http.post("/login", json={"email": email, "password": password})
-    assert response.status_code == 200
-    wrong = await http.post("/login", json={"email": email, "password": "é" * 35 + "e"})
-    assert wrong.status_code == 401
+    _, response = client.post("/register", json={"name": "M", "email": email, "password": password})
+    assert response.status == 201
+    _, response = client.post("/login", json={"email": email, "password": password})
+    assert response.status == 200
+    _, wrong = client.post("/login", json={"email": email, "password": "é" * 35 + "e"})
+    assert wrong.status == 401
 
 
-async def test_login_returns_a_pinned_hs256_token(http, make_user):
-    user = await make_user()
-    response = await http.post("/login", json={"email": f"  {user.email.upper()}", "password": PASSWORD})
-    assert response.status_code == 200
-    body = response.json()
+def test_login_returns_a_pinned_hs256_token(client, new_user):
+    user = new_user()
+    _, response = client.post("/login", json={"email": f"  {user.email.upper()}", "password": PASSWORD})
+    assert response.status == 200
+    body = response.json
     assert body["token_type"] == "bearer"
     assert body["expires_in"] == 86400
     assert body["user_uuid"] == user.uuid
@@ -104,31 +105,31 @@ async def test_login_returns_a_pinned_hs256_token(http, make_user):
     assert claims["exp"] - claims["iat"] == 86400
 
 
-async def test_unknown_email_and_wrong_password_look_the_same(http, make_user):
-    user = await make_user()
-    wrong_password = await http.post("/login", json={"email": user.email, "password": "wrong password"})
-    unknown_email = await http.post("/login", json={"email": _email(), "password": PASSWORD})
-    too_long = await http.post("/login", json={"email": user.email, "password": "a" * 73})
+def test_unknown_email_and_wrong_password_look_the_same(client, new_user):
+    user = new_user()
+    _, wrong_password = client.post("/login", json={"email": user.email, "password": "wrong password"})
+    _, unknown_email = client.post("/login", json={"email": _email(), "password": PASSWORD})
+    _, too_long = client.post("/login", json={"email": user.email, "password": "a" * 73})
     for response in (wrong_password, unknown_email, too_long):
-        assert response.status_code == 401
-        assert response.json() == {"error": "invalid_credentials", "detail": "wrong email or password"}
+        assert response.status == 401
+        assert response.json == {"error": "invalid_credentials", "detail": "wrong email or password"}
 
 
 @pytest.mark.parametrize("body", [{"email": "a@b.co"}, {"email": 1, "password": "x"}, []])
-async def test_malformed_login_is_a_400(http, body):
-    response = await http.post("/login", json=body)
-    assert response.status_code == 400
-    assert response.json()["error"] == "invalid_request"
+def test_malformed_login_is_a_400(client, body):
+    _, response = client.post("/login", json=body)
+    assert response.status == 400
+    assert response.json["error"] == "invalid_request"
 
 
-async def test_users_list_shows_everyone_else_by_name_without_secrets(http, make_user):
+def test_users_list_shows_everyone_else_by_name_without_secrets(client, new_user):
     tag = uuid.uuid4().hex[:6]
-    caller = await make_user(f"{tag}-caller")
-    carol = await make_user(f"{tag}-carol")
-    bob = await make_user(f"{tag}-bob")
-    response = await http.get("/users_list", headers=caller.headers)
-    assert response.status_code == 200
-    users = response.json()["users"]
+    caller = new_user(f"{tag}-caller")
+    carol = new_user(f"{tag}-carol")
+    bob = new_user(f"{tag}-bob")
+    _, response = client.get("/users_list", headers=caller.headers)
+    assert response.status == 200
+    users = response.json["users"]
     assert all(set(user) == {"user_uuid", "name", "online"} for user in users)
     mine = [user for user in users if user["name"].startswith(tag)]
     assert mine == [
@@ -139,10 +140,10 @@ async def test_users_list_shows_everyone_else_by_name_without_secrets(http, make
     assert [u["name"] for u in users] == sorted(u["name"] for u in users)
 
 
-async def test_token_in_the_access_token_query_parameter(http, make_user):
-    user = await make_user()
-    response = await http.get("/users_list", params={"access_token": user.token})
-    assert response.status_code == 200
+def test_token_in_the_access_token_query_parameter(client, new_user):
+    user = new_user()
+    _, response = client.get("/users_list", params={"access_token": user.token})
+    assert response.status == 200
 
 
 def _token(user, claims=None, secret=JWT_SECRET, algorithm="HS256", drop=()):
@@ -184,33 +185,36 @@ BAD_TOKENS = {
 
 
 @pytest.fixture
-async def user_with_stamp(db, make_user):
-    user = await make_user()
-    password_hash = await db.fetchval("select password_hash from users where id = $1", uuid.UUID(user.uuid))
+def user_with_stamp(sql, new_user):
+    user = new_user()
+    password_hash = sql.fetchval("select password_hash from users where id = $1", uuid.UUID(user.uuid))
     user.stamp = hashlib.sha256(password_hash.encode()).hexdigest()[:16]
     return user
 
 
-async def test_a_token_made_like_the_servers_is_accepted(http, user_with_stamp):
+def test_a_token_made_like_the_servers_is_accepted(client, user_with_stamp):
     """The control for the table below: each bad token differs from this one in one way."""
     headers = {"Authorization": f"Bearer {_token(user_with_stamp)}"}
-    assert (await http.get("/users_list", headers=headers)).status_code == 200
+    _, response = client.get("/users_list", headers=headers)
+    assert response.status == 200
     late = {"Authorization": f"Bearer {_token(user_with_stamp, {'exp': int(time.time()) - 3})}"}
-    assert (await http.get("/users_list", headers=late)).status_code == 200  # within the clock leeway
+    _, response = client.get("/users_list", headers=late)
+    assert response.status == 200  # within the clock leeway
 
 
 @pytest.mark.parametrize("make_header", BAD_TOKENS.values(), ids=BAD_TOKENS.keys())
-async def test_bad_tokens_are_401_with_www_authenticate(http, user_with_stamp, make_header):
+def test_bad_tokens_are_401_with_www_authenticate(client, user_with_stamp, make_header):
     header = make_header(user_with_stamp)
-    response = await http.get("/users_list", headers={"Authorization": header} if header else {})
-    assert response.status_code == 401
+    _, response = client.get("/users_list", headers={"Authorization": header} if header else {})
+    assert response.status == 401
     assert response.headers["www-authenticate"].startswith("Bearer")
-    assert response.json()["error"] == "unauthorized"
+    assert response.json["error"] == "unauthorized"
 
 
-async def test_token_of_a_deleted_user_is_refused(http, db, make_user):
-    user = await make_user()
-    assert (await http.get("/users_list", headers=user.headers)).status_code == 200
-    await db.execute("delete from users where id = $1", uuid.UUID(user.uuid))
-    response = await http.get("/users_list", headers=user.headers)
-    assert response.status_code == 401
+def test_token_of_a_deleted_user_is_refused(client, sql, new_user):
+    user = new_user()
+    _, response = client.get("/users_list", headers=user.headers)
+    assert response.status == 200
+    sql.execute("delete from users where id = $1", uuid.UUID(user.uuid))
+    _, response = client.get("/users_list", headers=user.headers)
+    assert response.status == 401

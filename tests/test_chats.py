@@ -5,6 +5,8 @@ import uuid
 
 import pytest
 
+from conftest import seed_chat
+
 
 async def test_private_chat_is_created_once_from_either_side(db, make_user, connect, create_chat):
     alice, bob = await make_user(), await make_user()
@@ -80,22 +82,19 @@ async def test_invalid_create_chat_is_refused_and_creates_nothing(db, make_user,
     assert await db.fetchval("select count(*) from chat_members where user_id = $1", uuid.UUID(me.uuid)) == 0
 
 
-async def test_chat_list_has_members_unread_and_last_message_by_latest_activity(http, make_user, connect, create_chat):
-    alice, bob, carol = await make_user("alice"), await make_user("bob"), await make_user("carol")
-    a = await connect(alice)
-    private = await create_chat(a, [bob], kind="private")
-    group = await create_chat(a, [bob, carol], name="trio")
-    quiet = await create_chat(a, [carol], name="quiet")
-    for text in ("one", "two"):
-        await a.command({"action": "send_message", "chat_id": private["id"], "text": text})
-    last = (await a.command({"action": "send_message", "chat_id": group["id"], "text": "latest"}))["data"]
+def test_chat_list_has_members_unread_and_last_message_by_latest_activity(client, sql, new_user):
+    """GET /chats, in-process, on chats seeded straight into the database."""
+    alice, bob, carol = new_user("alice"), new_user("bob"), new_user("carol")
+    quiet, _ = seed_chat(sql, [alice, carol], name="quiet")
+    private, _ = seed_chat(sql, [alice, bob], ["one", "two"], kind="private", name=None)
+    group, (last,) = seed_chat(sql, [alice, bob, carol], ["latest"], name="trio")
 
-    response = await http.get("/chats", headers=bob.headers)
-    assert response.status_code == 200
-    chats = response.json()["chats"]
-    assert [c["id"] for c in chats] == [group["id"], private["id"]]  # bob is not in "quiet"
+    _, response = client.get("/chats", headers=bob.headers)
+    assert response.status == 200
+    chats = response.json["chats"]
+    assert [c["id"] for c in chats] == [group, private]  # bob is not in "quiet"
     assert chats[0] == {
-        "id": group["id"],
+        "id": group,
         "type": "group",
         "name": "trio",
         "members": [
@@ -107,7 +106,9 @@ async def test_chat_list_has_members_unread_and_last_message_by_latest_activity(
         "last_message": last,
     }
     assert chats[1]["unread"] == 2 and chats[1]["last_message"]["text"] == "two"
-    mine = (await http.get("/chats", headers=alice.headers)).json()["chats"]
-    assert [c["id"] for c in mine] == [group["id"], private["id"], quiet["id"]]
+    _, response = client.get("/chats", headers=alice.headers)
+    mine = response.json["chats"]
+    assert [c["id"] for c in mine] == [group, private, quiet]
     assert mine[0]["unread"] == 0 and mine[2]["last_message"] is None
-    assert (await http.get("/chats")).status_code == 401
+    _, response = client.get("/chats")
+    assert response.status == 401

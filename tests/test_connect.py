@@ -1,6 +1,7 @@
 """Connecting to /connect: auth before the upgrade, the unread frame, several sockets per user."""
 
 import asyncio
+import uuid
 
 import pytest
 import websockets
@@ -63,3 +64,55 @@ async def test_a_vanished_client_does_not_disturb_the_others(server, make_user, 
     for text in ("after", "the drop"):
         await a.command({"action": "send_message", "chat_id": chat["id"], "text": text})
         assert (await b.recv_action("new_message"))["data"]["text"] == text
+
+
+async def test_a_message_committed_while_its_recipient_connects_arrives_exactly_once(
+    server, db, make_user, connect, create_chat
+):
+    """Alice sends without a pause while bob connects, again and again. Bob's socket is
+    registered before his unread list is read, and the pushes that list already carries are
+    dropped: each message reaches that socket exactly once, in unread or pushed."""
+    alice, bob = await make_user(), await make_user()
+    pump, marker_tab = await connect(alice), await connect(alice)
+    chat = await create_chat(pump, [bob], kind="private")
+    # 3,000 older unread messages make bob's unread read take a while: the window to hit.
+    await db.execute(
+        """
+        with old as (
+            insert into messages (chat_id, sender_id, text)
+            select $1, $2, 'old ' || i from generate_series(1, 3000) i returning id
+        )
+        insert into unread (user_id, message_id) select $3, id from old
+        """,
+        chat["id"],
+        uuid.UUID(alice.uuid),
+        uuid.UUID(bob.uuid),
+    )
+    acked, stop = [0], asyncio.Event()
+
+    async def keep_sending():
+        n = 0
+        while not stop.is_set():
+            reply = await pump.command({"action": "send_message", "chat_id": chat["id"], "text": f"live {n}"})
+            acked.append(reply["data"]["id"])
+            n += 1
+
+    sender = asyncio.create_task(keep_sending())
+    in_the_window = 0
+    try:
+        for _ in range(20):
+            before = acked[-1]
+            bob_socket = Socket(await websockets.connect(server.ws_url, additional_headers=bob.headers, max_size=None))
+            told = [m["id"] for m in (await bob_socket.recv_action("unread_messages", timeout=10))["data"]]
+            in_the_window += acked[-1] - before  # sent while bob was connecting (roughly: ids are shared)
+            marker = await marker_tab.command({"action": "send_message", "chat_id": chat["id"], "text": "marker"})
+            while told[-1] != marker["data"]["id"]:
+                told.append((await bob_socket.recv_action("new_message"))["data"]["id"])
+            await bob_socket.close()
+            ids = await db.fetch("select id from messages where chat_id = $1 and id <= $2", chat["id"], told[-1])
+            assert len(told) == len(set(told)), "a message reached the socket twice"
+            assert sorted(told) == sorted(row["id"] for row in ids), "a message never reached the socket"
+    finally:
+        stop.set()
+        await sender
+    assert in_the_window >= 20, f"only {in_the_window} messages were sent while bob connected: the race was not run"

@@ -1,4 +1,4 @@
-"""Every refusal is JSON {"error", "detail"} with the right status, never a 500."""
+"""Every refusal is JSON {"error", "detail"} with the right status, never a 500 (in-process)."""
 
 import pytest
 
@@ -12,21 +12,30 @@ import pytest
         ("POST", "/history/1", 405, "method_not_allowed"),
     ],
 )
-async def test_routing_errors_are_json(http, method, path, status, code):
-    response = await http.request(method, path)
-    assert response.status_code == status
+def test_routing_errors_are_json(client, method, path, status, code):
+    _, response = client.request(path, http_method=method)
+    assert response.status == status
     assert response.headers["content-type"] == "application/json"
-    assert response.json()["error"] == code
-    assert response.json()["detail"]
+    assert response.json["error"] == code
+    assert response.json["detail"]
 
 
-async def test_body_over_64_kib_is_413_json(http):
-    response = await http.post("/register", content=b"{" + b" " * 70_000 + b"}")
-    assert response.status_code == 413
-    assert response.json()["error"] == "payload_too_large"
+def test_body_over_64_kib_is_413_json(client):
+    _, response = client.post("/register", content=b"{" + b" " * 70_000 + b"}")
+    assert response.status == 413
+    assert response.json["error"] == "payload_too_large"
 
 
-async def test_openapi_docs_describe_the_http_api(http):
-    spec = (await http.get("/docs/openapi.json")).json()
-    assert {"/register", "/login", "/users_list"} <= set(spec["paths"])
-    assert (await http.get("/docs", follow_redirects=True)).status_code == 200
+def test_openapi_docs_describe_the_http_api(client):
+    _, spec = client.get("/docs/openapi.json")
+    assert {"/register", "/login", "/users_list", "/chats"} <= set(spec.json["paths"])
+    _, docs = client.get("/docs", follow_redirects=True)
+    assert docs.status == 200
+
+
+@pytest.mark.parametrize(("method", "path"), [("GET", "/users_list"), ("POST", "/login"), ("GET", "/nope")])
+def test_security_headers_on_json_responses(client, method, path):
+    _, response = client.request(path, http_method=method)
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["referrer-policy"] == "no-referrer"
+    assert "default-src 'self'" in response.headers["content-security-policy"]

@@ -25,6 +25,7 @@ async def test_message_is_stored_then_delivered_to_members_only(db, make_user, c
     for sock in (b, a2):  # the recipient, and the sender's other tab
         assert (await sock.recv_action("new_message"))["data"] == message
     await o.assert_silent()
+    await a.assert_silent()  # the sending socket had its reply
     row = await db.fetchrow("select * from messages where id = $1", message["id"])
     assert (row["chat_id"], str(row["sender_id"]), row["text"], row["is_read"]) == (
         chat["id"],
@@ -32,6 +33,22 @@ async def test_message_is_stored_then_delivered_to_members_only(db, make_user, c
         "hello bob",
         False,
     )
+
+
+async def test_the_sending_socket_gets_replies_and_never_its_own_pushes(make_user, connect, create_chat):
+    alice, bob = await make_user(), await make_user()
+    a, a2, b = await connect(alice), await connect(alice), await connect(bob)
+    chat = await create_chat(a, [bob])
+    for sock in (a2, b):
+        assert (await sock.recv_action("chat_created"))["chat"] == chat
+    await a.assert_silent(0.1)  # the creator's socket got chat_created once: as its reply
+    for n in range(20):  # one after another, without waiting for the replies
+        await a.send({"action": "send_message", "chat_id": chat["id"], "text": f"m{n}", "request_id": n})
+    replies = [await a.recv() for _ in range(20)]
+    assert [(r["action"], r["request_id"]) for r in replies] == [("message_sent", n) for n in range(20)]
+    for sock in (a2, b):
+        assert [(await sock.recv_action("new_message"))["data"] for _ in range(20)] == [r["data"] for r in replies]
+    await a.assert_silent()
 
 
 async def test_each_message_gets_its_own_timestamp_and_identical_text_is_two_messages(make_user, connect, create_chat):

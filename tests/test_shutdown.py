@@ -25,10 +25,10 @@ async def test_stop_finishes_commands_in_flight_then_closes_with_1001(
         for n in range(20):  # some of them in flight when the signal lands, the rest refused
             for i, sock in enumerate(senders):
                 await sock.send({"action": "send_message", "chat_id": chat_id, "text": f"last words {i}.{n}"})
+        acked = [(await senders[0].recv_action("message_sent"))["data"]["text"]]  # the server is at work
         server.process.send_signal(stop_signal)
         started = time.monotonic()
 
-        acked = []
         for sock in senders:
             while True:  # replies (and own-message pushes) until the close
                 try:
@@ -48,6 +48,6 @@ async def test_stop_finishes_commands_in_flight_then_closes_with_1001(
 
         stored = {row["text"] for row in await db.fetch("select text from messages where chat_id = $1", chat_id)}
         assert set(acked) <= stored  # an acknowledged message is never lost
-        assert acked, "no command in flight got to finish"
+        assert len(acked) > 1, "no command in flight got to finish"
         log = server.log_path.read_text()
         assert "Traceback" not in log, log
