@@ -5,6 +5,8 @@ websockets' public API: they write frames straight to the socket's transport (as
 fail_connection does) and read the protocol's state. An upgrade that changes any of this fails
 here, with a message that says what to mend, instead of silently in production."""
 
+import asyncio
+
 import orjson
 import pytest
 import websockets
@@ -22,21 +24,22 @@ def test_the_socket_internals_chat_writes_through(client, app_loop, new_user):
 
     async def probe():
         async with websockets.connect(url, additional_headers=user.headers) as ws:
-            assert orjson.loads(await ws.recv())["action"] == "unread_messages"
-            (server_side,) = next(c for key, c in chat.app.ctx.sockets.by_user.items() if str(key) == user.uuid)
+            server_side = await _registered(chat, user)
             socket = server_side.ws
             assert isinstance(socket, WebsocketImplProtocol), f"the socket is a {type(socket)}: {REMEDY}"
             assert hasattr(socket, "io_proto") and hasattr(socket.io_proto, "transport"), (
                 f"no io_proto.transport: {REMEDY}"
             )
-            assert hasattr(socket, "ws_proto") and socket.ws_proto.state is State.OPEN, f"no ws_proto.state: {REMEDY}"
+            assert hasattr(socket, "ws_proto") and hasattr(socket.ws_proto, "state"), f"no ws_proto.state: {REMEDY}"
+            assert callable(getattr(socket, "fail_connection", None)), f"no fail_connection: {REMEDY}"
+            assert orjson.loads(await ws.recv())["action"] == "unread_messages", f"the unread frame: {REMEDY}"
+            assert socket.ws_proto.state is State.OPEN, f"an open socket's state is {socket.ws_proto.state}: {REMEDY}"
             transport = chat._open_transport(socket)
             assert transport is socket.io_proto.transport, REMEDY
             assert isinstance(transport.get_write_buffer_size(), int), REMEDY
             assert server_side.unsent() == 0
             server_side.write(chat.wire({"action": "probe", "data": "é"}))
             assert orjson.loads(await ws.recv()) == {"action": "probe", "data": "é"}, f"a frame written raw: {REMEDY}"
-            assert callable(getattr(socket, "fail_connection", None)), f"no fail_connection: {REMEDY}"
             server_side.drop(1013, "probe")
             with pytest.raises(websockets.ConnectionClosed):
                 await ws.recv()
@@ -44,3 +47,13 @@ def test_the_socket_internals_chat_writes_through(client, app_loop, new_user):
             assert chat._open_transport(socket) is None, f"a closing socket still looks open: {REMEDY}"
 
     app_loop.run_until_complete(probe())
+
+
+async def _registered(chat, user):
+    """The server's Client for this user's socket, once its handler has registered it."""
+    async with asyncio.timeout(5):
+        while True:
+            for key, clients in chat.app.ctx.sockets.by_user.items():
+                if str(key) == user.uuid:
+                    return next(iter(clients))
+            await asyncio.sleep(0.01)
