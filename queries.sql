@@ -122,12 +122,13 @@ from messages
 where sender_id = $1 and client_msg_id = $2
 
 -- name: list_unread
--- Every message a user has not marked read, oldest first.
+-- The oldest messages a user has not marked read after a message id: a range of unread's primary key.
 select m.id, m.chat_id, m.sender_id, m.text, m.sent_at, m.is_read
 from unread u
 join messages m on m.id = u.message_id
-where u.user_id = $1
+where u.user_id = $1 and u.message_id > $2
 order by u.message_id
+limit $3
 
 -- name: delete_unread
 -- Mark messages read for one user; returns only the ids that were unread for them.

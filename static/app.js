@@ -119,9 +119,15 @@ function send(command) {
 }
 
 const handlers = {
-  async unread_messages({ data }) {
+  async unread_messages({ data, more }) {
     state.unread.clear();
     data.forEach(noteUnread);
+    // The frame carries the oldest unread messages; the rest come a page at a time.
+    while (more && data.length) {
+      const page = await api(`/unread?after_id=${data[data.length - 1].id}`);
+      page.messages.forEach(noteUnread);
+      ({ messages: data, more } = page);
+    }
     await loadChats(); // counts and order as they are now
     if (state.open) await openChat(state.open);
   },

@@ -107,6 +107,7 @@ def server(database_url, tmp_path_factory):
     log_path = tmp_path_factory.mktemp("server") / "server.log"
     # Limits out of the way: these tests make many users and commands quickly.
     limits = {"AUTH_RATE_PER_MIN": "100000", "RATE_BURST": "100000", "RATE_PER_SEC": "100000"}
+    limits["MAX_CONNECTIONS_PER_IP"] = "1000"
     with running_server(log_path, DATABASE_URL=database_url, JWT_SECRET=JWT_SECRET, **limits) as server:
         yield server
 

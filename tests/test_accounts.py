@@ -50,6 +50,11 @@ def test_duplicate_email_in_another_case_is_refused(client, sql):
         {"name": "   "},
         {"name": "x" * 101},
         {"name": "nul\x00byte"},
+        {"name": "tab\tin name"},
+        {"name": "bell\x07"},
+        {"name": "zero\u200bwidth"},
+        {"name": "bidi\u202eoverride"},
+        {"name": "\u2066isolate"},
         {"email": "not-an-email"},
         {"email": "a@b"},
         {"email": "a b@example.com"},
@@ -110,7 +115,9 @@ def test_unknown_email_and_wrong_password_look_the_same(client, new_user):
     _, wrong_password = client.post("/login", json={"email": user.email, "password": "wrong password"})
     _, unknown_email = client.post("/login", json={"email": _email(), "password": PASSWORD})
     _, too_long = client.post("/login", json={"email": user.email, "password": "a" * 73})
-    for response in (wrong_password, unknown_email, too_long):
+    _, nul_email = client.post("/login", json={"email": f"{user.email}\x00", "password": PASSWORD})
+    _, nul_password = client.post("/login", json={"email": user.email, "password": f"{PASSWORD}\x00"})
+    for response in (wrong_password, unknown_email, too_long, nul_email, nul_password):
         assert response.status == 401
         assert response.json == {"error": "invalid_credentials", "detail": "wrong email or password"}
 

@@ -3,10 +3,13 @@
 Screenshots of each step go to test-output/browser/.
 """
 
+import asyncio
 import os
 import re
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
+import asyncpg
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
@@ -157,3 +160,48 @@ def test_a_team_chats_in_the_browser(server, browser):
     bob.close()
     expect(_chat(alice, bob_name)).not_to_have_class(ONLINE)
     expect(alice.locator("#people li", has_text=bob_name)).not_to_have_class(ONLINE)
+
+
+def _sql(database_url, query, *args):
+    """Run one statement on a thread of its own: Playwright's sync API holds this thread's event loop."""
+
+    async def run():
+        conn = await asyncpg.connect(database_url)
+        try:
+            return await conn.fetchval(query, *args)
+        finally:
+            await conn.close()
+
+    with ThreadPoolExecutor(1) as thread:
+        return thread.submit(asyncio.run, run()).result()
+
+
+def test_a_long_unread_list_is_fetched_past_the_first_frame(server, browser, database_url):
+    """1,200 unread: the first frame carries 500 of them, the page fetches the rest from GET /unread."""
+    tag = uuid.uuid4().hex[:6]
+    reader, writer = _person(browser, server, f"reader-{tag}"), _person(browser, server, f"writer-{tag}")
+    reader_id, writer_id = (page.evaluate("sessionStorage.getItem('me')") for page in (reader, writer))
+    chat_id = _sql(database_url, "insert into chats (type, name) values ('group', $1) returning id", f"backlog-{tag}")
+    _sql(
+        database_url,
+        "insert into chat_members (chat_id, user_id) values ($1, $2::uuid), ($1, $3::uuid)",
+        chat_id,
+        reader_id,
+        writer_id,
+    )
+    _sql(
+        database_url,
+        """
+        with sent as (
+            insert into messages (chat_id, sender_id, text)
+            select $1, $2::uuid, 'backlog ' || i from generate_series(1, 1200) i returning id
+        )
+        insert into unread (user_id, message_id) select $3::uuid, id from sent
+        """,
+        chat_id,
+        writer_id,
+        reader_id,
+    )
+    reader.reload()
+    expect(_chat(reader, f"backlog-{tag}").locator(".badge")).to_have_text("1200")
+    _shot(reader, "20-reader-sees-1200-unread")

@@ -56,6 +56,8 @@ async def test_group_ignores_duplicates_and_the_creator_and_tells_online_members
         ({"type": "group", "name": "", "user_ids": ["OTHER"]}, "invalid_request"),
         ({"type": "group", "name": "   ", "user_ids": ["OTHER"]}, "invalid_request"),
         ({"type": "group", "name": "x" * 101, "user_ids": ["OTHER"]}, "invalid_request"),
+        ({"type": "group", "name": "right\u202eleft", "user_ids": ["OTHER"]}, "invalid_request"),
+        ({"type": "group", "name": "new\nline", "user_ids": ["OTHER"]}, "invalid_request"),
         ({"type": "group", "user_ids": ["OTHER"]}, "invalid_request"),
         ({"type": "group", "name": "g", "user_ids": "OTHER"}, "invalid_request"),
         ({"type": "group", "name": "g", "user_ids": ["not-a-uuid"]}, "invalid_request"),

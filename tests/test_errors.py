@@ -20,8 +20,36 @@ def test_routing_errors_are_json(client, method, path, status, code):
     assert response.json["detail"]
 
 
+@pytest.mark.parametrize("route", ["/register", "/login", "/change_password"])
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("application/x-www-form-urlencoded", b"name=x&email=x%40example.com&password=correct+horse"),
+        (
+            "multipart/form-data; boundary=b",
+            b'--b\r\nContent-Disposition: form-data; name="name"\r\n\r\nx\r\n--b--\r\n',
+        ),
+        ("text/plain", b'{"name": "x", "email": "x@example.com", "password": "correct horse"}'),
+        (None, b'{"name": "x", "email": "x@example.com", "password": "correct horse"}'),
+        ("application/json", b'["name", "x"]'),
+        ("application/json", b"{not json"),
+    ],
+    ids=["form", "multipart", "text-plain", "no-type", "array", "broken"],
+)
+def test_only_a_json_object_is_a_body(client, sql, new_user, route, content_type, body):
+    """Another site's page can send a form or text/plain from a visitor's browser, but not JSON."""
+    headers = new_user().headers if route == "/change_password" else {}
+    if content_type:
+        headers["Content-Type"] = content_type
+    _, response = client.post(route, content=body, headers=headers)
+    assert response.status == 400, response.text
+    assert response.json["error"] == "invalid_request"
+    assert sql.fetchval("select count(*) from users where email = 'x@example.com'") == 0
+
+
 def test_body_over_64_kib_is_413_json(client):
-    _, response = client.post("/register", content=b"{" + b" " * 70_000 + b"}")
+    body, headers = b"{" + b" " * 70_000 + b"}", {"Content-Type": "application/json"}
+    _, response = client.post("/register", content=body, headers=headers)
     assert response.status == 413
     assert response.json["error"] == "payload_too_large"
 

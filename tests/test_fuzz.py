@@ -1,7 +1,9 @@
-"""Property-based: whatever arrives as a frame or a body, the answer is a clean refusal,
-the socket stays usable, and nothing is stored."""
+"""Property-based: whatever arrives as a request line, a header, a frame or a body, the answer
+is a clean refusal, the socket stays usable, and nothing is stored."""
 
 import json
+import socket
+from urllib.parse import urlsplit
 
 import httpx
 import orjson
@@ -80,3 +82,52 @@ def test_history_query_strings(client, new_user):
         assert response.status in (400, 403, 404), response.text
 
     check()
+
+
+def _raw_request(server, head):
+    """Send a request head as raw bytes: the status line of the answer (b"" if none)."""
+    url = urlsplit(server.url)
+    with socket.create_connection((url.hostname, url.port), timeout=5) as sock:
+        sock.sendall(head)
+        answer = b""
+        while b"\r\n" not in answer:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+    return answer.partition(b"\r\n")[0]
+
+
+ANY_BYTES = st.binary(min_size=1, max_size=20)
+TARGETS = st.sampled_from([b"/users_list", b"/history/1", b"/connect", b"/"]).flatmap(
+    lambda path: ANY_BYTES.map(lambda junk: path + b"?" + junk) | ANY_BYTES.map(lambda junk: path + junk)
+)
+
+
+def test_any_request_line_or_header_gets_an_answer_below_500(server):
+    """Control bytes, bytes past ASCII, broken tokens: a 4xx (mostly 400), never a 500 or
+    silence; the autouse check fails the test if the server logged a traceback."""
+
+    @FUZZ
+    @given(
+        method=st.sampled_from([b"GET", b"POST"]) | ANY_BYTES,
+        target=TARGETS,
+        version=st.sampled_from([b"HTTP/1.1", b"HTTP/1.0"]) | ANY_BYTES,
+        header=st.tuples(ANY_BYTES | st.just(b"X-Test"), ANY_BYTES | st.just(b"ok")),
+    )
+    def check(method, target, version, header):
+        head = method + b" " + target + b" " + version + b"\r\nHost: x\r\n" + header[0] + b": " + header[1]
+        status = _raw_request(server, head + b"\r\n\r\n")
+        assert status.startswith((b"HTTP/1.1 4", b"HTTP/1.0 4", b"HTTP/1.1 2", b"HTTP/1.1 3")), (head, status)
+
+    check()
+
+
+def test_a_control_byte_in_the_request_line_is_a_400_and_one_escaped_log_line(server):
+    start = server.log_path.stat().st_size
+    status = _raw_request(server, b"GET /\x1b[31mred HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert status == b"HTTP/1.1 400 Bad Request"
+    logged = server.log_path.read_bytes()[start:]
+    assert b"\x1b" not in logged, "a raw escape byte reached the log"
+    assert logged.count(b"refused a malformed request line") == 1
+    assert rb"b'GET /\x1b[31mred HTTP/1.1'" in logged

@@ -101,7 +101,7 @@ async def _client(server, user, users, chats, sessions, sends, deadline, rng):
 
 async def test_soak(database_url, tmp_path):
     env = {"DATABASE_URL": database_url, "JWT_SECRET": JWT_SECRET, "RATE_BURST": "100000", "RATE_PER_SEC": "100000"}
-    env["AUTH_RATE_PER_MIN"] = "100000"
+    env["AUTH_RATE_PER_MIN"] = env["MAX_CONNECTIONS_PER_IP"] = "100000"  # every user is 127.0.0.1
     with running_server(tmp_path / "server.log", **env) as server:
         async with httpx.AsyncClient(base_url=server.url) as http:
             users = []
