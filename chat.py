@@ -47,6 +47,7 @@ from sanic import HTTPResponse, Request, Sanic, json
 from sanic.exceptions import BadRequest, RequestCancelled
 from sanic.log import logger
 from sanic_ext import openapi
+from swagger_ui_bundle import swagger_ui_path
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 
@@ -106,6 +107,7 @@ app.config.WEBSOCKET_PING_TIMEOUT = WS_PING_SECONDS
 app.config.RESPONSE_TIMEOUT = 10
 app.config.GRACEFUL_SHUTDOWN_TIMEOUT = SHUTDOWN_GRACE_SECONDS
 app.config.OAS_UI_DEFAULT = "swagger"
+app.config.OAS_PATH_TO_SWAGGER_HTML = str(HERE / "static" / "api-docs.html")  # Swagger UI from here, not a CDN
 app.config.DEPRECATION_FILTER = "ignore"  # sanic-ext 24.12 still passes `loop` to its listeners
 app.ext.openapi.describe("chat", version="1.0", description="Accounts and history over HTTP; chat over /connect.")
 app.ext.openapi.add_security_scheme("token", "http", scheme="bearer", bearer_format="JWT")
@@ -461,7 +463,7 @@ async def login(request, body: Credentials):
         raise ChatError("invalid_credentials", "wrong email or password", 401)
     token = _issue_token(request.app.ctx.jwt_secret, user)
     body = {"access_token": token, "token_type": "bearer", "expires_in": JWT_TTL_SECONDS}
-    return json({**body, "user_uuid": str(user["id"])})
+    return json({**body, "user_uuid": str(user["id"]), "name": user["name"]})
 
 
 @app.post("/change_password", ctx_auth=True, ctx_auth_attempt=True)
@@ -535,9 +537,10 @@ async def unread(request):
     return json({"messages": messages, "more": more})
 
 
-# The browser client: static/ served at /.
+# The browser client: static/ served at /; and the assets of the API docs' UI at /docs.
 app.static("/", HERE / "static" / "index.html", name="index")
 app.static("/static", HERE / "static", name="static")
+app.static("/docs/assets", swagger_ui_path, name="docs_assets")
 
 
 # --- WebSocket: /connect and its commands ------------------------------------------
@@ -959,9 +962,13 @@ async def guard(request):
 
 @app.on_response
 async def add_security_headers(request, response):
-    """nosniff, no referrer, and a same-origin-only CSP (but not on /docs, whose UI comes from a CDN)."""
+    """nosniff, no referrer, and a same-origin-only CSP (but not on /docs: Swagger UI shows its icons
+    as data: URLs); the page and its modules are revalidated on each load, so that a deploy
+    never mixes old modules with new ones."""
     if response is not None and not request.path.startswith("/docs"):
         response.headers.update(SECURITY_HEADERS)
+    if response is not None and (request.path == "/" or request.path.startswith("/static/")):
+        response.headers["Cache-Control"] = "no-cache"
 
 
 # --- Startup and shutdown ------------------------------------------------------

@@ -8,8 +8,8 @@ values ($1, $2, $3)
 returning id, name, email
 
 -- name: get_login
--- The id and password hash for an email, to check a login.
-select id, password_hash
+-- The id, name and password hash for an email, to check a login.
+select id, name, password_hash
 from users
 where email = $1
 

@@ -104,6 +104,7 @@ def test_login_returns_a_pinned_hs256_token(client, new_user):
     assert body["token_type"] == "bearer"
     assert body["expires_in"] == 86400
     assert body["user_uuid"] == user.uuid
+    assert body["name"] == user.name
     assert jwt.get_unverified_header(body["access_token"])["alg"] == "HS256"
     claims = jwt.decode(body["access_token"], JWT_SECRET, algorithms=["HS256"])
     assert claims["sub"] == user.uuid

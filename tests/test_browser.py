@@ -1,19 +1,24 @@
-"""End to end in Debian's headless Chromium: three people use the page at / as a team would.
+"""End to end in Debian's headless Chromium: people use the page at / as a team would, at a
+desktop's size (1280×800) and a phone's (390×844).
 
-Screenshots of each step go to test-output/browser/.
+Screenshots of each step go to test-output/browser/: look at them.
 """
 
 import asyncio
 import os
 import re
+import subprocess
+import sys
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import asyncpg
+import httpx
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from conftest import PASSWORD, ROOT
+from conftest import JWT_SECRET, PASSWORD, ROOT, _free_port
 
 CHROMIUM = "/usr/bin/chromium"
 ONLINE = re.compile(r"\bonline\b")
@@ -28,6 +33,8 @@ FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
 SHOTS = ROOT / "test-output" / "browser"
 INJECTION = "<img src=x onerror=alert(1)>"
 
@@ -45,15 +52,55 @@ def browser():
         browser.close()
 
 
-def _person(browser, server, name, **context_options):
-    """A fresh browser profile that registers `name` through the page."""
-    page = browser.new_context(**context_options).new_page()
+@pytest.fixture
+def new_context(browser):
+    """new_context(viewport=DESKTOP, **options): a fresh browser profile, closed after the test.
+    No page may have thrown an uncaught error, nor asked for anything that is not there (the
+    favicon, say)."""
+    made = []
+
+    def new(viewport=DESKTOP, **options):
+        made.append(browser.new_context(viewport=viewport, **options))
+        return made[-1]
+
+    yield new
+    pages = [page for context in made for page in context.pages]
+    for context in made:
+        context.close()
+    assert [error for page in pages for error in getattr(page, "errors", [])] == []
+    assert [url for page in pages for url in getattr(page, "not_found", [])] == []
+
+
+def _page(context):
+    page = context.new_page()
     page.on("dialog", lambda dialog: pytest.fail(f"a dialog opened: {dialog.message}"))
-    page.goto(server.url)
+    page.errors, page.not_found = [], []
+    page.on("pageerror", lambda error: page.errors.append(f"{page.url}: {error}"))
+    page.on("response", lambda response: response.status == 404 and page.not_found.append(response.url))
+    return page
+
+
+def _person(new_context, url, name, email=None, init_script=None, **context_options):
+    """A fresh browser profile that signs `name` up through the page."""
+    context = new_context(**context_options)
+    if init_script:
+        context.add_init_script(init_script)
+    page = _page(context)
+    page.goto(url)
     page.fill("#name", name)
-    page.fill("#email", f"{name}@example.com")
+    page.fill("#email", email or f"{name}@example.com")
     page.fill("#password", PASSWORD)
     page.click("#register")
+    expect(page.locator("#app")).to_be_visible()
+    return page
+
+
+def _log_in(new_context, url, name, **context_options):
+    page = _page(new_context(**context_options))
+    page.goto(url)
+    page.fill("#email", f"{name}@example.com")
+    page.fill("#password", PASSWORD)
+    page.click("#login")
     expect(page.locator("#app")).to_be_visible()
     return page
 
@@ -61,9 +108,15 @@ def _person(browser, server, name, **context_options):
 def _start_chat(page, names, group_name=""):
     page.click("#new-chat summary")
     for name in names:
-        page.get_by_label(name, exact=True).check()
+        page.locator("#people").get_by_label(name, exact=True).check()
     page.fill("#group-name", group_name)
     page.click("#start-chat")
+
+
+def _send(page, text):
+    page.fill("#text", text)
+    page.press("#text", "Enter")
+    expect(page.locator(".message.mine .text").last).to_have_text(text)
 
 
 def _chat(page, title):
@@ -72,94 +125,6 @@ def _chat(page, title):
 
 def _shot(page, name):
     page.screenshot(path=SHOTS / f"{name}.png")
-
-
-def test_a_team_chats_in_the_browser(server, browser):
-    tag = uuid.uuid4().hex[:6]
-    alice_name, bob_name, carol_name = f"alice-{tag}", f"bob-{tag}", f"carol-{tag}"
-    alice = _person(browser, server, alice_name)
-    bob = _person(browser, server, bob_name)
-    carol = _person(browser, server, carol_name, viewport={"width": 390, "height": 760})  # a phone
-    alice.reload()  # picks up the people who registered after her
-    bob.reload()
-    _shot(alice, "01-alice-logged-in")
-
-    # alice starts a private chat with bob and writes; bob sees it arrive.
-    _start_chat(alice, [bob_name])
-    expect(alice.locator("#chat-title")).to_have_text(bob_name)
-    alice.fill("#text", "hello bob")
-    alice.press("#text", "Enter")
-    mine = alice.locator(".message.mine", has_text="hello bob")
-    expect(mine).to_contain_text("delivered")
-    expect(_chat(bob, alice_name).locator(".badge")).to_have_text("1")
-    _shot(alice, "02-alice-sent")
-    _shot(bob, "03-bob-sees-unread")
-
-    # bob opens it: it is marked read, and alice's mark flips.
-    _chat(bob, alice_name).click()
-    expect(bob.locator(".message", has_text="hello bob")).to_be_visible()
-    expect(_chat(bob, alice_name).locator(".badge")).to_have_count(0)
-    expect(mine).to_have_attribute("data-status", "read")
-    expect(mine).to_contain_text("read")
-    _shot(bob, "04-bob-read")
-    _shot(alice, "05-alice-sees-read")
-    # bob is online: a dot by his name in alice's chat list and people list.
-    expect(_chat(alice, bob_name)).to_have_class(ONLINE)
-    expect(alice.locator("#people li", has_text=bob_name)).to_have_class(ONLINE)
-
-    # Shift+Enter is a new line; live replies arrive in the open chat.
-    bob.fill("#text", "line one")
-    bob.press("#text", "Shift+Enter")
-    bob.type("#text", "line two")
-    bob.press("#text", "Enter")
-    expect(alice.locator(".message:not(.mine) .text").last).to_have_text("line one\nline two")
-
-    # A group of three: everyone gets the message.
-    _start_chat(alice, [bob_name, carol_name], group_name=f"trio-{tag}")
-    expect(alice.locator("#chat-title")).to_have_text(f"trio-{tag}")
-    alice.fill("#text", "hello trio")
-    alice.press("#text", "Enter")
-    alice.fill("#text", INJECTION)
-    alice.press("#text", "Enter")
-    for page in (bob, carol):
-        _chat(page, f"trio-{tag}").click()
-        expect(page.locator(".message .text", has_text="hello trio")).to_be_visible()
-        # Markup in a message is shown as text, never run.
-        expect(page.locator(".message .text").last).to_have_text(INJECTION)
-        expect(page.locator("#messages img")).to_have_count(0)
-    _shot(bob, "06-bob-group-with-injection")
-    _shot(carol, "07-carol-phone-width")
-
-    # A dropped socket is announced and reconnects by itself.
-    bob.evaluate("state.ws.close()")
-    expect(bob.locator("#status")).to_contain_text("reconnecting")
-    _shot(bob, "08-bob-reconnecting")
-    expect(bob.locator("#status")).to_be_hidden(timeout=10_000)
-
-    # Older history loads on demand: 60 more messages, then the first one is a page away.
-    alice.evaluate(
-        """chatId => { for (let i = 0; i < 60; i++)
-             state.ws.send(JSON.stringify({action: "send_message", chat_id: chatId, text: `filler ${i}`})); }""",
-        int(_chat(alice, bob_name).get_attribute("data-id")),
-    )
-    _chat(bob, alice_name).click()
-    expect(bob.locator(".message .text").last).to_have_text("filler 59")
-    expect(bob.locator(".message")).to_have_count(50)
-    bob.click("#older")
-    expect(bob.locator(".message")).to_have_count(62)  # hello bob, line one/two, 60 fillers
-    expect(bob.locator(".message .text").first).to_have_text("hello bob")
-    _shot(bob, "09-bob-older-history")
-
-    # A reload keeps the session and the chats.
-    bob.reload()
-    expect(bob.locator("#app")).to_be_visible()
-    expect(bob.locator("#chat-list li")).to_have_count(2)
-    _shot(bob, "10-bob-after-reload")
-
-    # bob leaves: his dot goes out on alice's page.
-    bob.close()
-    expect(_chat(alice, bob_name)).not_to_have_class(ONLINE)
-    expect(alice.locator("#people li", has_text=bob_name)).not_to_have_class(ONLINE)
 
 
 def _sql(database_url, query, *args):
@@ -176,11 +141,307 @@ def _sql(database_url, query, *args):
         return thread.submit(asyncio.run, run()).result()
 
 
-def test_a_long_unread_list_is_fetched_past_the_first_frame(server, browser, database_url):
+def _uuid(page):
+    return page.evaluate("sessionStorage.getItem('me') || localStorage.getItem('me')")
+
+
+def _seed_chat(database_url, members, texts, kind="group", name=None, minutes_apart=1, minutes_ago=0):
+    """A chat of these members (uuids) holding `texts`, sent in turn by each member, the last
+    one `minutes_ago` and each one `minutes_apart` before the next; all read. Its id."""
+    private_key = ":".join(sorted(members)) if kind == "private" else None
+    chat_id = _sql(
+        database_url,
+        "insert into chats (type, name, private_key) values ($1, $2, $3) returning id",
+        kind,
+        name,
+        private_key,
+    )
+    _sql(database_url, "insert into chat_members (chat_id, user_id) select $1, unnest($2::uuid[])", chat_id, members)
+    _sql(
+        database_url,
+        """
+        insert into messages (chat_id, sender_id, text, sent_at, is_read)
+        select $1, ($2::uuid[])[1 + (i - 1) % cardinality($2::uuid[])], t,
+               now() - ((cardinality($3::text[]) - i) * $4 + $5) * interval '1 minute', true
+        from unnest($3::text[]) with ordinality as m(t, i)
+        """,
+        chat_id,
+        members,
+        texts,
+        minutes_apart,
+        minutes_ago,
+    )
+    return chat_id
+
+
+def _no_page_scroll(page):
+    """The document itself never scrolls: only the chat list and the message pane do."""
+    assert page.evaluate("document.scrollingElement.scrollHeight <= innerHeight")
+
+
+def _in_place(page, *selectors):
+    """Each of these is on screen, whole."""
+    height = page.viewport_size["height"]
+    for selector in selectors:
+        box = page.locator(selector).bounding_box()
+        assert box and box["y"] >= 0 and box["y"] + box["height"] <= height, (selector, box, height)
+
+
+def _pane_at_bottom(page):
+    return page.evaluate(
+        "(s => s.scrollHeight - s.scrollTop - s.clientHeight < 2)(document.getElementById('scroller'))"
+    )
+
+
+def _tab_to(page, selector, limit=100):
+    """Press Tab until the keyboard focus is on `selector`."""
+    for _ in range(limit):
+        page.keyboard.press("Tab")
+        if page.evaluate("s => document.activeElement.matches(s)", selector):
+            return
+    pytest.fail(f"Tab never reached {selector}")
+
+
+def _hide_tab(page, hidden):
+    """The tab goes to the background (hidden) or comes back. Every Playwright page counts as
+    a visible foreground tab, so the page is told what a browser would tell it."""
+    page.evaluate(
+        """hidden => {
+            Object.defineProperty(document, "hidden", {configurable: true, get: () => hidden});
+            Object.defineProperty(document, "visibilityState", {configurable: true,
+                get: () => hidden ? "hidden" : "visible"});
+            document.dispatchEvent(new Event("visibilitychange"));
+        }""",
+        hidden,
+    )
+
+
+# --- The core loop -------------------------------------------------------------------------------
+
+
+def test_a_team_chats_in_the_browser(server, new_context):
+    tag = uuid.uuid4().hex[:6]
+    alice_name, bob_name, carol_name = f"alice-{tag}", f"bob-{tag}", f"carol-{tag}"
+    alice = _person(new_context, server.url, alice_name)
+
+    # The first to sign up: her name (not her email) in the header, and a word on what to do next.
+    expect(alice.locator("#me")).to_have_text(alice_name)
+    expect(alice.locator("#no-chats")).to_contain_text("No chats yet")
+    expect(alice.locator("#pane-empty")).to_contain_text("Start one")
+    alice.click("#start-one")  # opens the picker: nobody to pick, and it says why
+    expect(alice.locator("#people-empty")).to_contain_text("Nobody else has signed up yet")
+    expect(alice.locator("#start-chat")).to_be_hidden()
+    _shot(alice, "01-alice-alone")
+
+    bob = _person(new_context, server.url, bob_name)
+    carol = _person(new_context, server.url, carol_name, viewport=PHONE)
+
+    # The picker is current when it opens again: no reload needed to see who joined since.
+    alice.click("#new-chat summary")  # closes it
+    alice.click("#new-chat summary")
+    expect(alice.locator("#people").get_by_label(bob_name, exact=True)).to_be_visible()
+    expect(alice.locator("#people").get_by_label(carol_name, exact=True)).to_be_visible()
+    expect(alice.locator("#people-empty")).to_be_hidden()
+
+    # Refusals say why, next to what caused them.
+    alice.click("#start-chat")
+    expect(alice.locator("#start-chat-error")).to_contain_text("Tick the person")
+    alice.locator("#people").get_by_label(bob_name, exact=True).check()
+    alice.locator("#people").get_by_label(carol_name, exact=True).check()
+    alice.click("#start-chat")
+    expect(alice.locator("#group-name-error")).to_contain_text("give it a name")
+    expect(alice.locator("#group-name")).to_be_focused()
+    expect(alice.locator("#start-chat-error")).to_be_hidden()
+    _shot(alice, "02-alice-group-needs-a-name")
+    alice.locator("#people").get_by_label(carol_name, exact=True).uncheck()
+
+    # alice starts a private chat with bob: an empty chat says what to do.
+    alice.click("#start-chat")
+    expect(alice.locator("#chat-title")).to_have_text(bob_name)
+    expect(alice.locator("#pane-empty")).to_contain_text("Say hello")
+    expect(alice.locator("#new-chat")).not_to_have_attribute("open", "")
+    _shot(alice, "03-alice-new-chat")
+
+    # She writes; bob sees it arrive.
+    _send(alice, "hello bob")
+    mine = alice.locator(".message.mine", has_text="hello bob")
+    expect(mine).to_contain_text("delivered")
+    expect(alice.locator("#pane-empty")).to_be_hidden()
+    expect(alice.locator(".day")).to_have_text(["Today"])
+    expect(_chat(bob, alice_name).locator(".badge")).to_have_text("1")
+    # The full date and time on hover.
+    assert re.search(r"\d{4}", mine.locator("time").get_attribute("title"))
+    _shot(bob, "04-bob-sees-unread")
+
+    # bob opens it: it is marked read, and alice's mark flips.
+    _chat(bob, alice_name).click()
+    expect(bob.locator(".message", has_text="hello bob")).to_be_visible()
+    expect(_chat(bob, alice_name).locator(".badge")).to_have_count(0)
+    expect(mine).to_have_attribute("data-status", "read")
+    expect(mine).to_contain_text("read")
+    _shot(alice, "05-alice-sees-read")
+    # bob is online: a dot by his name in alice's chat list and people list.
+    expect(_chat(alice, bob_name)).to_have_class(ONLINE)
+    expect(alice.locator("#people li", has_text=bob_name)).to_have_class(ONLINE)
+
+    # Shift+Enter is a new line; live replies arrive in the open chat.
+    bob.fill("#text", "line one")
+    bob.press("#text", "Shift+Enter")
+    bob.type("#text", "line two")
+    bob.press("#text", "Enter")
+    expect(alice.locator(".message:not(.mine) .text").last).to_have_text("line one\nline two")
+
+    # A group of three: everyone gets the message; markup in it is shown as text, never run.
+    _start_chat(alice, [bob_name, carol_name], group_name=f"trio-{tag}")
+    expect(alice.locator("#chat-title")).to_have_text(f"trio-{tag}")
+    _send(alice, "hello trio 👋")
+    _send(alice, INJECTION)
+    for page in (bob, carol):
+        _chat(page, f"trio-{tag}").click()
+        expect(page.locator(".message .text", has_text="hello trio")).to_be_visible()
+        expect(page.locator(".message .text").last).to_have_text(INJECTION)
+        expect(page.locator("#messages img")).to_have_count(0)
+    _shot(bob, "06-bob-group-with-injection")
+    _in_place(carol, "#back", "#chat-title", "#composer")
+    _shot(carol, "07-carol-phone")
+    carol.click("#back")
+    expect(_chat(carol, f"trio-{tag}")).to_be_visible()
+
+    # A reload keeps the session and the chats.
+    bob.reload()
+    expect(bob.locator("#app")).to_be_visible()
+    expect(bob.locator("#chat-list li")).to_have_count(2)
+
+    # bob leaves: his dot goes out on alice's page.
+    bob.close()
+    expect(_chat(alice, bob_name)).not_to_have_class(ONLINE)
+    expect(alice.locator("#people li", has_text=bob_name)).not_to_have_class(ONLINE)
+
+
+def test_sign_up_says_everything_wrong_at_once(server, new_context):
+    context = new_context()
+    page = _page(context)
+    page.goto(server.url)
+    page.fill("#email", "not-an-email")
+    page.fill("#password", "short")
+    page.click("#register")
+    expect(page.locator("#name-error")).to_contain_text("Enter your name")
+    expect(page.locator("#email-error")).to_contain_text("like name@example.com")
+    expect(page.locator("#password-error")).to_have_text("Use at least 8 characters.")
+    expect(page.locator("#name")).to_be_focused()
+    _shot(page, "10-sign-up-errors")
+
+    # What only the server knows is told next to its field too.
+    taken = f"taken-{uuid.uuid4().hex[:6]}"
+    httpx.post(f"{server.url}/register", json={"name": taken, "email": f"{taken}@example.com", "password": PASSWORD})
+    page.fill("#name", taken)
+    page.fill("#email", f"{taken}@example.com")
+    page.fill("#password", PASSWORD)
+    page.click("#register")
+    expect(page.locator("#email-error")).to_contain_text("already an account")
+    expect(page.locator("#name-error")).to_be_hidden()
+    expect(page.locator("#password-error")).to_be_hidden()
+
+    # Kept signed in on this device: another tab opens signed in. Without it, a new tab asks.
+    page.check("#remember")
+    page.click("#login")
+    expect(page.locator("#me")).to_have_text(taken)
+    second_tab = _page(context)
+    second_tab.goto(server.url)
+    expect(second_tab.locator("#app")).to_be_visible()
+    second_tab.close()
+    page.click("#logout")
+    expect(page.locator("#auth")).to_be_visible()
+    page.fill("#email", f"{taken}@example.com")
+    page.fill("#password", PASSWORD)
+    page.click("#login")
+    expect(page.locator("#app")).to_be_visible()
+    fresh_tab = _page(context)
+    fresh_tab.goto(server.url)
+    expect(fresh_tab.locator("#auth")).to_be_visible()
+
+
+# --- Long chats ----------------------------------------------------------------------------------
+
+
+def test_a_long_chat_scrolls_in_its_pane_at_any_size(server, new_context, database_url):
+    """200 messages over eight days: the pane alone scrolls, older pages load at the top, and
+    new messages are followed at the bottom or announced by a pill when you have scrolled up."""
+    tag = uuid.uuid4().hex[:6]
+    dee_name, eli_name = f"dee-{tag}", f"eli-{tag}"
+    dee = _person(new_context, server.url, dee_name)
+    eli = _person(new_context, server.url, eli_name)
+    texts = [
+        f"message {i:03}" + (": a longer one, to see a line wrap in its bubble" * (i % 7 == 0)) for i in range(1, 201)
+    ]
+    _seed_chat(database_url, [_uuid(eli), _uuid(dee)], texts, kind="private", minutes_apart=57)
+
+    for page in (dee, eli):
+        page.reload()
+        _chat(page, dee_name if page is eli else eli_name).click()
+    texts_shown = dee.locator(".message .text")
+    expect(texts_shown).to_have_count(50)
+    expect(texts_shown.last).to_have_text("message 200")
+    expect(dee.locator(".day", has_text="Today")).to_have_count(1)
+    expect(dee.locator(".day", has_text="Yesterday")).to_have_count(1)
+    expect(texts_shown.last).to_be_in_viewport()
+    _no_page_scroll(dee)
+    _in_place(dee, "#conversation header", "#sidebar header", "#composer")
+    assert _pane_at_bottom(dee)
+    _shot(dee, "20-long-chat-desktop")
+
+    # Scrolling to the top loads the older pages, and what you were reading stays in view.
+    dee.locator("#scroller").hover()
+    while texts_shown.count() < 200:
+        shown, first = texts_shown.count(), texts_shown.first.text_content()
+        dee.mouse.wheel(0, -100_000)
+        expect(texts_shown).not_to_have_count(shown)
+        expect(dee.locator(".message .text", has_text=first)).to_be_in_viewport()
+    expect(texts_shown.first).to_have_text("message 001")
+    dee.mouse.wheel(0, -100_000)  # a page past the end: nothing older
+    expect(dee.locator("#older")).to_be_hidden()
+    assert dee.locator(".day").count() >= 8
+    _no_page_scroll(dee)
+    _in_place(dee, "#conversation header", "#composer")
+    _shot(dee, "21-long-chat-top")
+
+    # Scrolled up, a new message brings the pill, not a jump; the pill takes you down.
+    _send(eli, "are you there?")
+    expect(dee.locator("#new-messages")).to_be_visible()
+    expect(texts_shown.last).to_have_text("are you there?")
+    expect(texts_shown.last).not_to_be_in_viewport()
+    _shot(dee, "22-new-messages-pill")
+    dee.click("#new-messages")
+    expect(texts_shown.last).to_be_in_viewport()
+    expect(dee.locator("#new-messages")).to_be_hidden()
+    # At the bottom, the view follows new messages by itself.
+    _send(eli, "one more")
+    expect(texts_shown.last).to_have_text("one more")
+    expect(texts_shown.last).to_be_in_viewport()
+    expect(dee.locator("#new-messages")).to_be_hidden()
+
+    # On a phone: the same, with the back button in place.
+    phone = _log_in(new_context, server.url, dee_name, viewport=PHONE)
+    _chat(phone, eli_name).click()
+    expect(phone.locator(".message .text").last).to_have_text("one more")
+    expect(phone.locator(".message .text").last).to_be_in_viewport()
+    _no_page_scroll(phone)
+    _in_place(phone, "#back", "#chat-title", "#composer")
+    assert _pane_at_bottom(phone)
+    _shot(phone, "23-long-chat-phone")
+    phone.locator("#scroller").hover()
+    phone.mouse.wheel(0, -100_000)
+    expect(phone.locator(".message .text")).to_have_count(100)
+    _no_page_scroll(phone)
+    _in_place(phone, "#back", "#composer")
+
+
+def test_a_long_unread_list_is_fetched_past_the_first_frame(server, new_context, database_url):
     """1,200 unread: the first frame carries 500 of them, the page fetches the rest from GET /unread."""
     tag = uuid.uuid4().hex[:6]
-    reader, writer = _person(browser, server, f"reader-{tag}"), _person(browser, server, f"writer-{tag}")
-    reader_id, writer_id = (page.evaluate("sessionStorage.getItem('me')") for page in (reader, writer))
+    reader = _person(new_context, server.url, f"reader-{tag}")
+    writer = _person(new_context, server.url, f"writer-{tag}")
+    reader_id, writer_id = _uuid(reader), _uuid(writer)
     chat_id = _sql(database_url, "insert into chats (type, name) values ('group', $1) returning id", f"backlog-{tag}")
     _sql(
         database_url,
@@ -204,4 +465,275 @@ def test_a_long_unread_list_is_fetched_past_the_first_frame(server, browser, dat
     )
     reader.reload()
     expect(_chat(reader, f"backlog-{tag}").locator(".badge")).to_have_text("1200")
-    _shot(reader, "20-reader-sees-1200-unread")
+    expect(reader).to_have_title("(1200) chat")
+    _shot(reader, "24-reader-sees-1200-unread")
+
+
+# --- Another tab, and the server going away -----------------------------------------------------
+
+# A stand-in for the browser's Notification API that records what the page shows, and
+# whether it asked for permission.
+NOTIFICATIONS = """
+window.shown = [];
+window.asked = 0;
+window.Notification = class {
+    static permission = "default";
+    static async requestPermission() { window.asked += 1; return (this.permission = "granted"); }
+    constructor(title, options) { window.shown.push({title, body: options.body}); }
+    close() {}
+};
+"""
+
+
+def test_a_hidden_tab_counts_unread_in_its_title_and_notifies(server, new_context):
+    tag = uuid.uuid4().hex[:6]
+    ann_name, ben_name = f"ann-{tag}", f"ben-{tag}"
+    ann = _person(new_context, server.url, ann_name)
+    ben = _person(new_context, server.url, ben_name, init_script=NOTIFICATIONS)
+
+    # Permission is asked for from a button, never on load.
+    expect(ben.locator("#notify")).to_be_visible()
+    assert ben.evaluate("window.asked") == 0
+    ben.click("#notify")
+    expect(ben.locator("#notify")).to_be_hidden()
+    assert ben.evaluate("window.asked") == 1
+
+    _start_chat(ann, [ben_name])
+    _send(ann, "first")
+    _chat(ben, ann_name).click()
+    expect(ben.locator(".message .text").last).to_have_text("first")
+    expect(ben).to_have_title("chat")
+
+    # ben switches to another tab: what arrives stays unread, counted in the title.
+    _hide_tab(ben, True)
+    for text in ("are you", "still", "there?"):
+        _send(ann, text)
+    expect(ben).to_have_title("(3) chat")
+    expect(ben.locator("#favicon")).to_have_attribute("href", "/static/favicon-unread.svg")
+    assert ben.evaluate("window.shown") == [{"title": ann_name, "body": t} for t in ("are you", "still", "there?")]
+    expect(ann.locator(".message.mine").last).to_have_attribute("data-status", "unread")
+
+    # He comes back: read, and the title and icon say so.
+    _hide_tab(ben, False)
+    expect(ben).to_have_title("chat")
+    expect(ben.locator("#favicon")).to_have_attribute("href", "/static/favicon.svg")
+    expect(ann.locator(".message.mine").last).to_have_attribute("data-status", "read")
+
+
+class OwnServer:
+    """`python chat.py` of this test's own, on the session's database: it can be stopped and
+    started again on the same port, as an operator restarts a server."""
+
+    def __init__(self, database_url, log_path):
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self.env = {
+            **os.environ,
+            "HOST": "127.0.0.1",
+            "PORT": str(self.port),
+            "DATABASE_URL": database_url,
+            "JWT_SECRET": JWT_SECRET,
+            "BCRYPT_ROUNDS": "4",
+            "AUTH_RATE_PER_MIN": "100000",
+            "SHUTDOWN_GRACE_SECONDS": "0.2",
+        }
+        self.process = None
+
+    def start(self):
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen([sys.executable, "chat.py"], cwd=ROOT, env=self.env, stdout=log, stderr=log)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.log_path.read_text()
+            try:
+                if httpx.get(f"{self.url}/docs/openapi.json").status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.1)
+        pytest.fail(f"server did not start:\n{self.log_path.read_text()}")
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+@pytest.fixture
+def own_server(database_url, tmp_path):
+    own = OwnServer(database_url, tmp_path / "server.log")
+    own.start()
+    yield own
+    if own.process.poll() is None:
+        own.stop()
+    assert "Traceback" not in own.log_path.read_text()
+
+
+def _countdown(page):
+    """The seconds the banner says are left before the next try."""
+    expect(page.locator("#reconnect")).to_be_visible()
+    return int(re.search(r"in (\d+) s", page.locator("#status").text_content()).group(1))
+
+
+def test_reconnecting_after_a_restart(own_server, new_context):
+    tag = uuid.uuid4().hex[:6]
+    fay_name, gus_name = f"fay-{tag}", f"gus-{tag}"
+    httpx.post(
+        f"{own_server.url}/register",
+        json={"name": gus_name, "email": f"{gus_name}@example.com", "password": PASSWORD},
+    ).raise_for_status()
+    fay = _person(new_context, own_server.url, fay_name)
+    _start_chat(fay, [gus_name])
+    _send(fay, "before the restart")
+    fay.fill("#text", "typed while the server was away")
+
+    # The server stops: the banner counts down to the next try, the composer is marked
+    # offline, and what was typed stays.
+    own_server.stop()
+    expect(fay.locator("#status")).to_contain_text("Reconnecting in")
+    expect(fay.locator("#composer")).to_have_class(re.compile(r"\boffline\b"))
+    expect(fay.locator("#send")).to_be_disabled()
+    expect(fay.locator("#composer-note")).to_contain_text("Offline")
+    _in_place(fay, "#status", "#composer")
+    _shot(fay, "30-fay-offline")
+
+    # Each failed try waits longer, but never more than 10 s.
+    for _ in range(6):
+        fay.click("#reconnect")
+        assert _countdown(fay) <= 10
+    seconds = _countdown(fay)
+    assert seconds >= 5
+    expect(fay.locator("#status")).to_contain_text(f"in {seconds - 1} s", timeout=2_000)  # it counts down
+
+    # The server is back, but the page has not seen it yet (and its countdown restarts).
+    # "Reconnect now" does not wait for the countdown.
+    fay.route("**/users_list", lambda route: route.abort())
+    own_server.start()
+    fay.click("#reconnect")
+    assert _countdown(fay) >= 4
+    fay.unroute("**/users_list")
+    fay.click("#reconnect")
+    expect(fay.locator("#status")).to_be_hidden(timeout=2_000)
+    expect(fay.locator("#composer")).not_to_have_class(re.compile(r"\boffline\b"))
+    expect(fay.locator("#text")).to_have_value("typed while the server was away")
+    fay.press("#text", "Enter")
+    expect(fay.locator(".message.mine .text").last).to_have_text("typed while the server was away")
+    expect(fay.locator(".message.mine")).to_have_count(2)
+
+
+# --- Looks and keys ------------------------------------------------------------------------------
+
+
+def test_the_page_in_light_and_dark(server, new_context, database_url):
+    """A team's morning, for the README's screenshots (docs/web-client-*.png are copies of these)."""
+    tag = uuid.uuid4().hex[:6]
+    maya = _person(new_context, server.url, "Maya Chen", email=f"maya-{tag}@example.com")
+    people = {}
+    for name in ("Sam Okafor", "Priya Raman", "Jonas Berg"):
+        email = f"{name.split()[0].lower()}-{tag}@example.com"
+        body = {"name": name, "email": email, "password": PASSWORD}
+        people[name] = httpx.post(f"{server.url}/register", json=body).json()["user_uuid"]
+    me = _uuid(maya)
+    _seed_chat(
+        database_url,
+        [people["Jonas Berg"], me],
+        ["Can you look at the invoice export?", "Sure, after lunch"],
+        kind="private",
+        minutes_apart=90,
+        minutes_ago=26 * 60,
+    )
+    _seed_chat(
+        database_url,
+        [people["Priya Raman"], me],
+        ["Lunch at the usual place? 🍜"],
+        kind="private",
+        minutes_ago=40,
+    )
+    _sql(
+        database_url,
+        "insert into unread (user_id, message_id) select $1::uuid, max(id) from messages where sender_id = $2::uuid",
+        me,
+        people["Priya Raman"],
+    )
+    launch = [
+        (people["Sam Okafor"], "Release checklist is in the doc, please tick what you own ✅"),
+        (me, "Migrations are done and tested on staging."),
+        (people["Priya Raman"], "Screenshots for the release notes are coming today 📸"),
+        (people["Sam Okafor"], "Ship day 🚀"),
+        (me, "Deploy is green on staging. Going out within the hour."),
+        (people["Priya Raman"], "🎉 nice. I'll watch the error dashboard."),
+        (people["Sam Okafor"], "Customers with the old app get the banner, right?"),
+        (me, "Yes, the banner shows below version 2.3."),
+    ]
+    chat_id = _sql(database_url, "insert into chats (type, name) values ('group', 'Launch') returning id")
+    members = [me, *people.values()]
+    _sql(database_url, "insert into chat_members (chat_id, user_id) select $1, unnest($2::uuid[])", chat_id, members)
+    for i, (sender, text) in enumerate(launch):
+        hours = 20 if i < 3 else (len(launch) - i) * 0.1  # three yesterday, the rest in the last hour
+        _sql(
+            database_url,
+            "insert into messages (chat_id, sender_id, text, sent_at, is_read) "
+            "values ($1, $2::uuid, $3, now() - $4 * interval '1 hour', true)",
+            chat_id,
+            sender,
+            text,
+            hours,
+        )
+    maya.reload()
+    _chat(maya, "Launch").click()
+    expect(maya.locator(".message .text").last).to_have_text("Yes, the banner shows below version 2.3.")
+    expect(maya.locator("#me")).to_have_text("Maya Chen")
+    background = "getComputedStyle(document.body).backgroundColor"
+    light = maya.evaluate(background)
+    _shot(maya, "40-light")
+
+    # prefers-color-scheme: dark turns the page dark, text light.
+    maya.emulate_media(color_scheme="dark")
+    dark = maya.evaluate(background)
+    assert dark != light
+    assert sum(map(int, re.findall(r"\d+", dark)[:3])) < 120, dark
+    assert sum(map(int, re.findall(r"\d+", maya.evaluate("getComputedStyle(document.body).color"))[:3])) > 600
+    _shot(maya, "41-dark")
+
+
+def test_keyboard_only(server, new_context):
+    """Start a chat and send a message without the mouse; the focus always shows."""
+    tag = uuid.uuid4().hex[:6]
+    kim_name, lee_name = f"kim-{tag}", f"lee-{tag}"
+    lee = _person(new_context, server.url, lee_name)
+    kim = _person(new_context, server.url, kim_name)
+
+    _tab_to(kim, "#new-chat summary")
+    kim.keyboard.press("Enter")
+    _tab_to(kim, f'#people input[value="{_uuid(lee)}"]')
+    kim.keyboard.press("Space")
+    _tab_to(kim, "#start-chat")
+    outline = kim.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+    assert outline != "none", outline  # the focus is visible
+    kim.keyboard.press("Enter")
+    expect(kim.locator("#chat-title")).to_have_text(lee_name)
+    expect(kim.locator("#text")).to_be_focused()
+    kim.keyboard.type("sent without a mouse")
+    kim.keyboard.press("Enter")
+    expect(kim.locator(".message.mine .text")).to_have_text("sent without a mouse")
+
+    # lee reaches the chat in his list with Tab, and opens it with Enter.
+    expect(_chat(lee, kim_name)).to_be_visible()
+    _tab_to(lee, "#chat-list button")
+    expect(lee.locator("#chat-list button")).to_have_accessible_name(re.compile(r"1 unread"))
+    _shot(lee, "50-keyboard-focus")
+    lee.keyboard.press("Enter")
+    expect(lee.locator(".message .text")).to_have_text("sent without a mouse")
+    expect(lee.locator("#text")).to_be_focused()
+
+
+# --- Written last: /docs must render with no internet (Swagger UI served by chat.py itself) -------
+
+
+def test_docs_render_without_internet(server, new_context):
+    context = new_context()
+    # Every request to anywhere but this server fails, as on a machine with no internet.
+    context.route(lambda url: not url.startswith(server.url), lambda route: route.abort())
+    page = _page(context)
+    page.goto(f"{server.url}/docs")
+    expect(page.get_by_text("/register", exact=True).first).to_be_visible()
+    _shot(page, "60-docs-offline")

@@ -1,5 +1,7 @@
 """Every refusal is JSON {"error", "detail"} with the right status, never a 500 (in-process)."""
 
+import re
+
 import pytest
 
 
@@ -59,6 +61,25 @@ def test_openapi_docs_describe_the_http_api(client):
     assert {"/register", "/login", "/users_list", "/chats"} <= set(spec.json["paths"])
     _, docs = client.get("/docs", follow_redirects=True)
     assert docs.status == 200
+
+
+@pytest.mark.parametrize("path", ["/", "/static/app.js", "/static/pane.js"])
+def test_the_page_and_its_modules_are_revalidated_on_each_load(client, path):
+    _, response = client.get(path)
+    assert response.status == 200
+    assert response.headers["cache-control"] == "no-cache"
+
+
+def test_the_docs_ui_is_served_from_here_not_a_cdn(client):
+    """/docs works on a machine without internet: every script and stylesheet it loads is ours."""
+    _, docs = client.get("/docs", follow_redirects=True)
+    assets = re.findall(r'(?:src|href)="([^"]+)"', docs.text)
+    assert len(assets) == 4, assets
+    for asset in assets:
+        assert asset.startswith("/"), f"{asset} comes from elsewhere"
+        _, response = client.get(asset)
+        assert response.status == 200, asset
+        assert len(response.body) > 100
 
 
 @pytest.mark.parametrize(("method", "path"), [("GET", "/users_list"), ("POST", "/login"), ("GET", "/nope")])

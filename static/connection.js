@@ -1,0 +1,97 @@
+// The socket, one per tab. When it drops, the banner says so and counts down to the next try
+// (a jittered back-off capped at 10 s), with a button to try at once.
+import { $, api, state } from "./common.js";
+
+const MAX_DELAY_MS = 10_000;
+
+let ws = null;
+let retries = 0; // failed tries since the last good connection
+let timer = null; // the next try
+let ticker = null; // the countdown on the banner
+let deadline = 0; // when the next try starts
+let hooks = {};
+
+// hooks: onFrame(frame), onOnline(online), onRefused() (the token is no longer accepted).
+export function connect(callbacks) {
+  hooks = callbacks;
+  open();
+}
+
+export function send(command) {
+  if (!ws || ws.readyState !== WebSocket.OPEN) return false;
+  ws.send(JSON.stringify(command));
+  return true;
+}
+
+export function isOnline() {
+  return Boolean(ws && ws.readyState === WebSocket.OPEN);
+}
+
+function open() {
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const socket = new WebSocket(`${scheme}://${location.host}/connect?access_token=${encodeURIComponent(state.token)}`);
+  ws = socket;
+  socket.onmessage = (event) => {
+    const frame = JSON.parse(event.data);
+    if (frame.action === "unread_messages") {
+      // Only a socket that got this far counts as connected: a server that accepts and then
+      // closes at once (its database is down) keeps backing off.
+      retries = 0;
+      banner(null);
+      hooks.onOnline(true);
+    }
+    hooks.onFrame(frame);
+  };
+  socket.onclose = () => {
+    if (ws !== socket) return;
+    ws = null;
+    hooks.onOnline(false);
+    schedule();
+  };
+}
+
+function schedule() {
+  const ceiling = Math.min(MAX_DELAY_MS, 1000 * 2 ** retries);
+  retries += 1;
+  // Anywhere from half the ceiling to all of it, so that the tabs a restart dropped do not
+  // all come back in the same instant.
+  const delay = ceiling / 2 + (Math.random() * ceiling) / 2;
+  deadline = Date.now() + delay;
+  timer = setTimeout(retry, delay);
+  countDown();
+  ticker = setInterval(countDown, 250);
+}
+
+function countDown() {
+  const seconds = Math.max(1, Math.ceil((deadline - Date.now()) / 1000));
+  banner(`Disconnected. Reconnecting in ${seconds} s.`, true);
+}
+
+async function retry() {
+  clearTimeout(timer);
+  clearInterval(ticker);
+  timer = null;
+  banner("Reconnecting…");
+  try {
+    await api("/users_list"); // a refused token means logging in again, not trying forever
+  } catch (error) {
+    if (error.status === 401) return hooks.onRefused();
+    return schedule(); // the server is still away (or its database is): no socket to try yet
+  }
+  open();
+}
+
+// Try now rather than at the end of the countdown (the button, or the browser coming back online).
+export function reconnectNow() {
+  if (timer !== null) retry(); // else connected, or a try is already under way
+}
+$("reconnect").addEventListener("click", reconnectNow);
+window.addEventListener("online", reconnectNow);
+// A hidden tab's timers may be held back for a minute; coming back to it should not wait.
+document.addEventListener("visibilitychange", () => document.hidden || reconnectNow());
+
+function banner(text, offerButton = false) {
+  $("status").hidden = !text;
+  $("status-text").textContent = text || "";
+  $("reconnect").hidden = !offerButton;
+}
