@@ -18,7 +18,7 @@ import httpx
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from conftest import JWT_SECRET, PASSWORD, ROOT, _free_port
+from conftest import JWT_SECRET, PASSWORD, ROOT, _free_port, run_alembic, running_server
 
 CHROMIUM = "/usr/bin/chromium"
 ONLINE = re.compile(r"\bonline\b")
@@ -219,7 +219,21 @@ def _hide_tab(page, hidden):
 # --- The core loop -------------------------------------------------------------------------------
 
 
-def test_a_team_chats_in_the_browser(server, new_context):
+@pytest.fixture
+def empty_server(pg, database_url, tmp_path):
+    """A server on a database of its own, with nobody in it yet: the first user really is alone."""
+    name = f"empty_{uuid.uuid4().hex[:8]}"
+    _sql(database_url, f"create database {name}")
+    url = pg.get_uri(database=name)
+    run_alembic(url, "upgrade", "head")
+    limits = {"AUTH_RATE_PER_MIN": "100000", "RATE_BURST": "100000", "RATE_PER_SEC": "100000"}
+    with running_server(tmp_path / "server.log", DATABASE_URL=url, JWT_SECRET=JWT_SECRET, **limits) as server:
+        yield server
+    assert "Traceback" not in (tmp_path / "server.log").read_text()
+
+
+def test_a_team_chats_in_the_browser(empty_server, new_context):
+    server = empty_server
     tag = uuid.uuid4().hex[:6]
     alice_name, bob_name, carol_name = f"alice-{tag}", f"bob-{tag}", f"carol-{tag}"
     alice = _person(new_context, server.url, alice_name)
