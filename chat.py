@@ -627,7 +627,8 @@ async def create_chat(app, user_id, command):
     members = [user_id, *others]
     try:
         async with app.ctx.pool.acquire(timeout=5) as conn, conn.transaction():
-            chat = await conn.fetchrow(SQL.insert_chat, kind, name, private_key)
+            owner = user_id if kind == "group" else None
+            chat = await conn.fetchrow(SQL.insert_chat, kind, name, private_key, owner)
             if chat is None:  # this pair's private chat exists: hand it back
                 existing = await conn.fetchrow(SQL.get_private_chat, private_key)
                 return {"action": "chat_created", "chat": _chat(existing, existing["members"])}
@@ -682,7 +683,48 @@ async def mark_read(app, user_id, command):
     return {"action": "marked_read", "message_ids": sorted(marked)}
 
 
-COMMANDS = {"create_chat": create_chat, "send_message": send_message, "mark_read": mark_read}
+async def edit_message(app, user_id, command):
+    """Give one's own message new text; whether it is read stays as it was."""
+    message_id = valid_integer(command.get("message_id"), "message_id", 1, MAX_BIGINT)
+    text = valid_text(command.get("text"), "text", MAX_TEXT_CHARS)
+    async with app.ctx.pool.acquire(timeout=5) as conn, conn.transaction():
+        await _check_message(conn, message_id, user_id, owner_may=False)
+        row = await conn.fetchrow(SQL.edit_message, message_id, text)
+        if row is None:  # deleted meanwhile
+            raise ChatError("not_found", f"no message {message_id}")
+        members = await conn.fetchval(SQL.list_member_ids, row["chat_id"])
+        frame = {"action": "message_edited", "data": _message(row)}
+        await conn.execute(SQL.publish_event, members, jsonb(frame))
+    app.ctx.sockets.deliver([(members, frame)])
+    return frame
+
+
+async def delete_message(app, user_id, command):
+    """Delete one's own message (a group's owner: anyone's); its text leaves the database."""
+    message_id = valid_integer(command.get("message_id"), "message_id", 1, MAX_BIGINT)
+    async with app.ctx.pool.acquire(timeout=5) as conn, conn.transaction():
+        await _check_message(conn, message_id, user_id, owner_may=True)
+        # Its unread rows first, then the message: the order mark_read locks them in, so a
+        # delete racing the last reader neither deadlocks nor leaves a messages_read behind.
+        await conn.execute(SQL.delete_message_unread, message_id)
+        row = await conn.fetchrow(SQL.delete_message, message_id)
+        if row is None:  # deleted meanwhile
+            raise ChatError("not_found", f"no message {message_id}")
+        await conn.execute(SQL.forget_message_events, message_id)
+        members = await conn.fetchval(SQL.list_member_ids, row["chat_id"])
+        frame = {"action": "message_deleted", "data": {"id": row["id"], "chat_id": row["chat_id"]}}
+        await conn.execute(SQL.publish_event, members, jsonb(frame))
+    app.ctx.sockets.deliver([(members, frame)])
+    return frame
+
+
+COMMANDS = {
+    "create_chat": create_chat,
+    "send_message": send_message,
+    "mark_read": mark_read,
+    "edit_message": edit_message,
+    "delete_message": delete_message,
+}
 
 
 # --- Checks and shapes shared by HTTP and the socket -----------------------------
@@ -752,17 +794,26 @@ def _message(row):
         "text": row["text"],
         "timestamp": row["sent_at"].isoformat(),
         "read_status": "read" if row["is_read"] else "unread",
+        "edited_at": row["edited_at"] and row["edited_at"].isoformat(),
     }
 
 
 def _chat(row, members):
-    return {"id": row["id"], "type": row["type"], "name": row["name"], "members": [str(uid) for uid in members]}
+    owner = row["owner_id"] and str(row["owner_id"])
+    return {
+        "id": row["id"],
+        "type": row["type"],
+        "name": row["name"],
+        "members": [str(m) for m in members],
+        "owner": owner,
+    }
 
 
 def _chat_summary(row):
     """A list_chats row as GET /chats shows it."""
     names = zip(row["member_ids"], row["member_names"], strict=True)
-    last = row["last_id"] and {key: row[f"last_{key}"] for key in ("id", "sender_id", "text", "sent_at", "is_read")}
+    keys = ("id", "sender_id", "text", "sent_at", "is_read", "edited_at")
+    last = row["last_id"] and {key: row[f"last_{key}"] for key in keys}
     return {
         **_chat(row, []),
         "members": [{"user_uuid": str(uid), "name": name} for uid, name in names],
@@ -783,6 +834,18 @@ async def _unread_page(pool, user_id, after_id):
             break
         page.append(message)
     return page, len(page) < len(rows)
+
+
+async def _check_message(conn, message_id, user_id, owner_may):
+    """Refuse a message the user cannot see, or one that is gone (not_found: ids of other chats
+    reveal nothing), and one that is someone else's (forbidden), unless owner_may and the user
+    owns its group."""
+    access = await conn.fetchrow(SQL.get_message_access, message_id, user_id)
+    if access is None or access["deleted"] or not access["is_member"]:
+        raise ChatError("not_found", f"no message {message_id}")
+    owner = owner_may and access["type"] == "group" and access["owner_id"] == user_id
+    if access["sender_id"] != user_id and not owner:
+        raise ChatError("forbidden", "this is someone else's message")
 
 
 async def _check_access(pool, chat_id, user_id):
@@ -1293,7 +1356,8 @@ class Bus:
                 self.last_id = event_id
             else:
                 del self.passed_over[event_id]
-            if row["user_ids"] is not None:  # None: our own, delivered when it was written
+            if row["user_ids"] is not None and not (row["frame"] is None and row["deleted"]):
+                # None: our own, delivered when it was written; a message deleted since is not news
                 frame = orjson.loads(row["frame"]) if row["frame"] else {"action": "new_message", "data": _message(row)}
                 events.append((row["user_ids"], frame))
         self.sockets.deliver(events)

@@ -33,11 +33,11 @@ where u.id <> $1
 order by u.name, u.id
 
 -- name: insert_chat
--- Create a chat; a private chat whose pair already exists yields no row.
-insert into chats (type, name, private_key)
-values ($1, $2, $3)
+-- Create a chat (a group with its owner); a private chat whose pair already exists yields no row.
+insert into chats (type, name, private_key, owner_id)
+values ($1, $2, $3, $4)
 on conflict (private_key) do nothing
-returning id, type, name
+returning id, type, name, owner_id
 
 -- name: add_members
 -- Put the given users into a chat; an unknown user raises a foreign key violation.
@@ -46,7 +46,7 @@ select $1, unnest($2::uuid[])
 
 -- name: get_private_chat
 -- The private chat of a pair of users, with its members.
-select c.id, c.type, c.name, array_agg(m.user_id order by m.user_id) as members
+select c.id, c.type, c.name, c.owner_id, array_agg(m.user_id order by m.user_id) as members
 from chats c
 join chat_members m on m.chat_id = c.id
 where c.private_key = $1
@@ -54,7 +54,7 @@ group by c.id
 
 -- name: list_chats
 -- The user's chats with members, unread count and last message, latest activity first.
-select c.id, c.type, c.name,
+select c.id, c.type, c.name, c.owner_id,
        array(select m.user_id from chat_members m join users u on u.id = m.user_id
              where m.chat_id = c.id order by u.name, u.id) as member_ids,
        array(select u.name from chat_members m join users u on u.id = m.user_id
@@ -62,13 +62,13 @@ select c.id, c.type, c.name,
        (select count(*) from unread r join messages um on um.id = r.message_id
         where r.user_id = $1 and um.chat_id = c.id) as unread,
        last.id as last_id, last.sender_id as last_sender_id, last.text as last_text,
-       last.sent_at as last_sent_at, last.is_read as last_is_read
+       last.sent_at as last_sent_at, last.is_read as last_is_read, last.edited_at as last_edited_at
 from chat_members me
 join chats c on c.id = me.chat_id
 left join lateral (
-    select id, sender_id, text, sent_at, is_read
+    select id, sender_id, text, sent_at, is_read, edited_at
     from messages
-    where chat_id = c.id
+    where chat_id = c.id and deleted_at is null
     order by id desc
     limit 1
 ) last on true
@@ -96,7 +96,7 @@ with batch as (
     from batch
     order by id
     on conflict (sender_id, client_msg_id) do nothing
-    returning id, chat_id, sender_id, text, sent_at, is_read
+    returning id, chat_id, sender_id, text, sent_at, is_read, edited_at
 ), recipients as (
     insert into unread (user_id, message_id)
     select m.user_id, message.id
@@ -117,13 +117,13 @@ join event using (id)
 
 -- name: get_sent_message
 -- The message a sender already stored under a client_msg_id.
-select id, chat_id, sender_id, text, sent_at, is_read
+select id, chat_id, sender_id, text, sent_at, is_read, edited_at
 from messages
 where sender_id = $1 and client_msg_id = $2
 
 -- name: list_unread
 -- The oldest messages a user has not marked read after a message id: a range of unread's primary key.
-select m.id, m.chat_id, m.sender_id, m.text, m.sent_at, m.is_read
+select m.id, m.chat_id, m.sender_id, m.text, m.sent_at, m.is_read, m.edited_at
 from unread u
 join messages m on m.id = u.message_id
 where u.user_id = $1 and u.message_id > $2
@@ -150,22 +150,23 @@ update messages m
 set is_read = true
 where m.id = any($1::bigint[])
   and not m.is_read
+  and m.deleted_at is null
   and not exists (select 1 from unread u where u.message_id = m.id)
 returning m.id, m.chat_id, m.sender_id
 
 -- name: list_history
--- One page of a chat's messages, newest first.
-select id, chat_id, sender_id, text, sent_at, is_read
+-- One page of a chat's messages, newest first (deleted ones are gone).
+select id, chat_id, sender_id, text, sent_at, is_read, edited_at
 from messages
-where chat_id = $1
+where chat_id = $1 and deleted_at is null
 order by id desc
 limit $2 offset $3
 
 -- name: list_history_before
 -- The page of a chat's messages just older than a message id, newest first: keyset paging, as fast at any depth.
-select id, chat_id, sender_id, text, sent_at, is_read
+select id, chat_id, sender_id, text, sent_at, is_read, edited_at
 from messages
-where chat_id = $1 and id < $2
+where chat_id = $1 and id < $2 and deleted_at is null
 order by id desc
 limit $3
 
@@ -188,7 +189,7 @@ from events
 select e.id as event_id,
        case when e.origin is distinct from $4 then e.user_ids end as user_ids,
        case when e.origin is distinct from $4 then e.frame end as frame,
-       m.id, m.chat_id, m.sender_id, m.text, m.sent_at, m.is_read
+       m.id, m.chat_id, m.sender_id, m.text, m.sent_at, m.is_read, m.edited_at, m.deleted_at is not null as deleted
 from (
     (select * from events where id = any($2::bigint[]))
     union all
@@ -273,3 +274,41 @@ cross join lateral (
 ) partners
 where cardinality(partners.user_ids) > 0
 returning user_ids, frame
+
+-- name: get_message_access
+-- A message's chat, sender and state, and whether a user is a member of its chat.
+select m.chat_id, m.sender_id, m.deleted_at is not null as deleted, c.type, c.owner_id,
+       exists (select 1 from chat_members where chat_id = m.chat_id and user_id = $2) as is_member
+from messages m
+join chats c on c.id = m.chat_id
+where m.id = $1
+
+-- name: edit_message
+-- Give a message new text; a deleted one is left alone (no row).
+update messages
+set text = $2, edited_at = now()
+where id = $1 and deleted_at is null
+returning id, chat_id, sender_id, text, sent_at, is_read, edited_at
+
+-- name: delete_message_unread
+-- Forget who had a message unread, before it is deleted (the order mark_read locks them in).
+delete from unread
+where message_id = $1
+
+-- name: delete_message
+-- Delete a message: its text goes, its row stays as a tombstone (no row if already deleted).
+update messages
+set text = '', deleted_at = now()
+where id = $1 and deleted_at is null
+returning id, chat_id
+
+-- name: forget_message_events
+-- Drop the edit events of a deleted message, so that its old texts leave the database too.
+delete from events
+where frame ->> 'action' = 'message_edited' and (frame -> 'data' ->> 'id')::bigint = $1
+
+-- name: list_member_ids
+-- The members of a chat.
+select array_agg(user_id)
+from chat_members
+where chat_id = $1

@@ -257,7 +257,11 @@ def seed_chat(sql, members, texts=(), kind="group", name="team"):
     the database: the chat id and the messages as the wire shows them, oldest first."""
     private_key = ":".join(sorted(m.uuid for m in members)) if kind == "private" else None
     chat_id = sql.fetchval(
-        "insert into chats (type, name, private_key) values ($1, $2, $3) returning id", kind, name, private_key
+        "insert into chats (type, name, private_key, owner_id) values ($1, $2, $3, $4::uuid) returning id",
+        kind,
+        name,
+        private_key,
+        members[0].uuid if kind == "group" else None,  # a group's creator owns it
     )
     sql.execute(
         "insert into chat_members (chat_id, user_id) select $1, unnest($2::uuid[])", chat_id, [m.uuid for m in members]
@@ -283,6 +287,7 @@ def seed_chat(sql, members, texts=(), kind="group", name="team"):
                 "text": text,
                 "timestamp": row["sent_at"].isoformat(),
                 "read_status": "unread",
+                "edited_at": None,
             }
         )
     return chat_id, messages

@@ -106,6 +106,7 @@ def test_chat_list_has_members_unread_and_last_message_by_latest_activity(client
         ],
         "unread": 1,
         "last_message": last,
+        "owner": alice.uuid,
     }
     assert chats[1]["unread"] == 2 and chats[1]["last_message"]["text"] == "two"
     _, response = client.get("/chats", headers=alice.headers)

@@ -69,6 +69,21 @@ async def test_two_processes_deliver_as_one(two_servers, make_user, create_chat)
     assert await _drain_all(a1, a2, b2) == []  # nothing twice
 
 
+async def test_edits_and_deletes_reach_the_other_process(two_servers, make_user, create_chat):
+    one, two = two_servers
+    alice, bob = await make_user("alice"), await make_user("bob")
+    a1, b2 = await open_socket(one.ws_url, alice.headers), await open_socket(two.ws_url, bob.headers)
+    chat = await create_chat(a1, [bob], kind="private")
+    await b2.recv_action("chat_created")
+    sent = (await a1.command({"action": "send_message", "chat_id": chat["id"], "text": "typo"}))["data"]
+    await b2.recv_action("new_message")
+    edited = await a1.command({"action": "edit_message", "message_id": sent["id"], "text": "fixed"})
+    assert (await b2.recv_action("message_edited"))["data"] == edited["data"]
+    deleted = await a1.command({"action": "delete_message", "message_id": sent["id"]})
+    assert (await b2.recv_action("message_deleted"))["data"] == deleted["data"]
+    assert await _drain_all(a1, b2) == []
+
+
 async def test_password_change_closes_sockets_on_every_process(two_servers, make_user):
     one, two = two_servers
     user = await make_user()
