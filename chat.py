@@ -665,22 +665,29 @@ async def mark_read(app, user_id, command):
     if not isinstance(ids, list) or not 1 <= len(ids) <= MAX_MARK_READ_IDS:
         raise ChatError("invalid_request", f"message_ids must be a list of 1 to {MAX_MARK_READ_IDS} ids")
     ids = [valid_integer(value, "each message id", 1, MAX_BIGINT) for value in ids]
-    events = []
     async with app.ctx.pool.acquire(timeout=5) as conn, conn.transaction():
         marked = [row["message_id"] for row in await conn.fetch(SQL.delete_unread, user_id, ids)]
-        if marked:
-            # Locking first makes two simultaneous last readers take turns: exactly one sees none left.
-            await conn.execute(SQL.lock_messages, marked)
-            by_sender = defaultdict(list)
-            for row in await conn.fetch(SQL.complete_messages, marked):
-                by_sender[row["sender_id"]].append({"id": row["id"], "chat_id": row["chat_id"]})
-            events = [
-                ([sender_id], {"action": "messages_read", "data": sorted(read, key=lambda m: m["id"])})
-                for sender_id, read in by_sender.items()
-            ]
-            await conn.executemany(SQL.publish_event, [(user_ids, jsonb(frame)) for user_ids, frame in events])
+        events = await _read_by_everyone(conn, marked)
+        await conn.executemany(SQL.publish_event, [(user_ids, jsonb(frame)) for user_ids, frame in events])
     app.ctx.sockets.deliver(events)
     return {"action": "marked_read", "message_ids": sorted(marked)}
+
+
+async def _read_by_everyone(conn, ids, members=None):
+    """Of messages someone no longer has unread, flag those nobody has unread now as read: the
+    messages_read events for their senders (only those among `members`, if given)."""
+    if not ids:
+        return []
+    # Locking first makes two simultaneous last readers take turns: exactly one sees none left.
+    await conn.execute(SQL.lock_messages, ids)
+    by_sender = defaultdict(list)
+    for row in await conn.fetch(SQL.complete_messages, ids):
+        if members is None or row["sender_id"] in members:
+            by_sender[row["sender_id"]].append({"id": row["id"], "chat_id": row["chat_id"]})
+    return [
+        ([sender_id], {"action": "messages_read", "data": sorted(read, key=lambda m: m["id"])})
+        for sender_id, read in by_sender.items()
+    ]
 
 
 async def edit_message(app, user_id, command):
@@ -718,12 +725,112 @@ async def delete_message(app, user_id, command):
     return frame
 
 
+# --- Group membership: add, remove, leave, rename -------------------------------------
+# Each locks the chat row first, so changes to one group take turns; then membership, then
+# unread rows, then messages: the order mark_read takes the last two in.
+
+
+async def add_members(app, user_id, command):
+    """Any member adds users to a group; those already in it are ignored."""
+    chat_id = valid_integer(command.get("chat_id"), "chat_id", 1, MAX_INT)
+    user_ids = valid_user_ids(command.get("user_ids"))
+    try:
+        async with app.ctx.pool.acquire(timeout=5) as conn, conn.transaction():
+            await _group_for_change(conn, chat_id, user_id)
+            await conn.execute(SQL.join_chat, chat_id, user_ids)
+            reply, events = await _membership_changed(conn, chat_id, gone=[])
+    except asyncpg.ForeignKeyViolationError:
+        raise ChatError("not_found", "user_ids names a user that does not exist") from None
+    app.ctx.sockets.deliver(events)
+    return reply
+
+
+async def remove_member(app, user_id, command):
+    """The owner takes someone out of a group."""
+    chat_id = valid_integer(command.get("chat_id"), "chat_id", 1, MAX_INT)
+    try:
+        other = uuid.UUID(command.get("user_id"))
+    except (TypeError, ValueError, AttributeError):
+        raise ChatError("invalid_request", "user_id must be a user uuid") from None
+    async with app.ctx.pool.acquire(timeout=5) as conn, conn.transaction():
+        chat = await _group_for_change(conn, chat_id, user_id)
+        if chat["owner_id"] != user_id:
+            raise ChatError("forbidden", "only the group's owner may remove members")
+        if other == user_id:
+            raise ChatError("invalid_request", "to leave a group, use leave_chat")
+        if await conn.fetchval(SQL.leave_chat, chat_id, other) is None:
+            raise ChatError("not_found", "that user is not a member of this chat")
+        reply, events = await _membership_changed(conn, chat_id, gone=[other])
+    app.ctx.sockets.deliver(events)
+    return reply
+
+
+async def leave_chat(app, user_id, command):
+    """Leave a group; if the owner leaves, whoever has been in it longest owns it."""
+    chat_id = valid_integer(command.get("chat_id"), "chat_id", 1, MAX_INT)
+    async with app.ctx.pool.acquire(timeout=5) as conn, conn.transaction():
+        chat = await _group_for_change(conn, chat_id, user_id)
+        await conn.execute(SQL.leave_chat, chat_id, user_id)
+        if chat["owner_id"] == user_id:
+            await conn.execute(SQL.pass_ownership, chat_id)
+        _, events = await _membership_changed(conn, chat_id, gone=[user_id])
+    app.ctx.sockets.deliver(events)
+    return {"action": "chat_removed", "chat_id": chat_id}
+
+
+async def rename_chat(app, user_id, command):
+    """The owner gives a group a new name."""
+    chat_id = valid_integer(command.get("chat_id"), "chat_id", 1, MAX_INT)
+    name = valid_name(command.get("name"), "name")
+    async with app.ctx.pool.acquire(timeout=5) as conn, conn.transaction():
+        chat = await _group_for_change(conn, chat_id, user_id)
+        if chat["owner_id"] != user_id:
+            raise ChatError("forbidden", "only the group's owner may rename it")
+        await conn.execute(SQL.rename_chat, chat_id, name)
+        reply, events = await _membership_changed(conn, chat_id, gone=[])
+    app.ctx.sockets.deliver(events)
+    return reply
+
+
+async def _group_for_change(conn, chat_id, user_id):
+    """The group, locked; refuse an unknown chat, one the user is not in, and a private chat."""
+    chat = await conn.fetchrow(SQL.lock_chat, chat_id, user_id)
+    if chat is None:
+        raise ChatError("not_found", f"no chat {chat_id}")
+    if not chat["is_member"]:
+        raise ChatError("forbidden", "you are not a member of this chat")
+    if chat["type"] != "group":
+        raise ChatError("invalid_request", "a private chat's two members never change")
+    return chat
+
+
+async def _membership_changed(conn, chat_id, gone):
+    """Write the events of a change: chat_updated to who is in the chat now, chat_removed to
+    who is gone, and messages_read for what only they had left unread. Returns the
+    chat_updated frame and the events."""
+    chat = await conn.fetchrow(SQL.get_chat, chat_id)
+    members = set(chat["members"])
+    updated = {"action": "chat_updated", "chat": _chat(chat, chat["members"])}
+    events = [(chat["members"], updated)] if members else []
+    if gone:
+        events.append((gone, {"action": "chat_removed", "chat_id": chat_id}))
+    for user in gone:
+        forgotten = [row["message_id"] for row in await conn.fetch(SQL.forget_unread_in_chat, chat_id, user)]
+        events += await _read_by_everyone(conn, forgotten, members)
+    await conn.executemany(SQL.publish_event, [(user_ids, jsonb(frame)) for user_ids, frame in events])
+    return updated, events
+
+
 COMMANDS = {
     "create_chat": create_chat,
     "send_message": send_message,
     "mark_read": mark_read,
     "edit_message": edit_message,
     "delete_message": delete_message,
+    "add_members": add_members,
+    "remove_member": remove_member,
+    "leave_chat": leave_chat,
+    "rename_chat": rename_chat,
 }
 
 

@@ -308,7 +308,53 @@ delete from events
 where frame ->> 'action' = 'message_edited' and (frame -> 'data' ->> 'id')::bigint = $1
 
 -- name: list_member_ids
--- The members of a chat.
-select array_agg(user_id)
+-- The members of a chat, longest first.
+select array_agg(user_id order by joined_at, user_id)
 from chat_members
 where chat_id = $1
+
+-- name: lock_chat
+-- A chat and whether a user is in it, locked: its membership changes one at a time.
+select id, type, owner_id,
+       exists (select 1 from chat_members where chat_id = $1 and user_id = $2) as is_member
+from chats
+where id = $1
+for update
+
+-- name: get_chat
+-- A chat with its members, longest first.
+select c.id, c.type, c.name, c.owner_id,
+       array(select user_id from chat_members where chat_id = c.id order by joined_at, user_id) as members
+from chats c
+where c.id = $1
+
+-- name: join_chat
+-- Add users to a chat; those already in it are left as they are (an unknown user: foreign key violation).
+insert into chat_members (chat_id, user_id)
+select $1, unnest($2::uuid[])
+on conflict do nothing
+
+-- name: leave_chat
+-- Take a user out of a chat; no row if they were not in it.
+delete from chat_members
+where chat_id = $1 and user_id = $2
+returning user_id
+
+-- name: forget_unread_in_chat
+-- What a user who left still had unread in that chat, forgotten: returns those messages.
+delete from unread u
+using messages m
+where u.user_id = $2 and u.message_id = m.id and m.chat_id = $1
+returning u.message_id
+
+-- name: pass_ownership
+-- Make the member who has been in a group longest its owner (none left: no owner).
+update chats
+set owner_id = (select user_id from chat_members where chat_id = $1 order by joined_at, user_id limit 1)
+where id = $1
+
+-- name: rename_chat
+-- Give a chat a new name.
+update chats
+set name = $2
+where id = $1

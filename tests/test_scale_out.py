@@ -84,6 +84,20 @@ async def test_edits_and_deletes_reach_the_other_process(two_servers, make_user,
     assert await _drain_all(a1, b2) == []
 
 
+async def test_membership_changes_reach_the_other_process(two_servers, make_user, create_chat):
+    one, two = two_servers
+    alice, bob, carol = await make_user("alice"), await make_user("bob"), await make_user("carol")
+    a1 = await open_socket(one.ws_url, alice.headers)
+    b2, c2 = await open_socket(two.ws_url, bob.headers), await open_socket(two.ws_url, carol.headers)
+    chat = await create_chat(a1, [bob, carol], kind="group", name="team")
+    for sock in (b2, c2):
+        await sock.recv_action("chat_created")
+    updated = await a1.command({"action": "remove_member", "chat_id": chat["id"], "user_id": carol.uuid})
+    assert (await b2.recv_action("chat_updated"))["chat"] == updated["chat"]
+    assert (await c2.recv_action("chat_removed"))["chat_id"] == chat["id"]
+    assert await _drain_all(a1, b2, c2) == []
+
+
 async def test_password_change_closes_sockets_on_every_process(two_servers, make_user):
     one, two = two_servers
     user = await make_user()

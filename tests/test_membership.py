@@ -1,0 +1,128 @@
+"""Group membership against the live server: add, remove, leave, rename; who is told; read
+receipts that stay exact when people come and go."""
+
+import pytest
+
+
+async def _group(make_user, connect, create_chat, n=3):
+    """n people connected, the first owning a group of all of them (all have seen chat_created)."""
+    users = [await make_user() for _ in range(n)]
+    socks = [await connect(user) for user in users]
+    chat = await create_chat(socks[0], users[1:], kind="group", name="team")
+    for sock in socks[1:]:
+        await sock.recv_action("chat_created")
+    return users, socks, chat
+
+
+async def test_a_member_adds_people_who_then_see_the_history_but_nothing_unread(http, make_user, connect, create_chat):
+    (alice, bob), (a, b), chat = await _group(make_user, connect, create_chat, n=2)
+    sent = (await a.command({"action": "send_message", "chat_id": chat["id"], "text": "before you came"}))["data"]
+    await b.recv_action("new_message")
+    dave = await make_user()
+    d = await connect(dave)
+    reply = await b.command({"action": "add_members", "chat_id": chat["id"], "user_ids": [dave.uuid, alice.uuid]})
+    assert reply["action"] == "chat_updated"
+    members = reply["chat"]["members"]  # longest first: alice and bob (together, by uuid), then dave
+    assert sorted(members[:2]) == sorted([alice.uuid, bob.uuid]) and members[2] == dave.uuid
+    assert reply["chat"]["owner"] == alice.uuid
+    for sock in (a, d):
+        assert (await sock.recv_action("chat_updated"))["chat"] == reply["chat"]
+    assert (await connect(dave)).unread == []
+    history = (await http.get(f"/history/{chat['id']}", headers=dave.headers)).json()["messages"]
+    assert [m["id"] for m in history] == [sent["id"]]
+    # From now on dave is told, and the first message is not his to read.
+    await a.command({"action": "send_message", "chat_id": chat["id"], "text": "welcome"})
+    assert (await d.recv_action("new_message"))["data"]["text"] == "welcome"
+
+
+@pytest.mark.parametrize(
+    ("frame", "error"),
+    [
+        ({"action": "add_members", "user_ids": ["UNKNOWN"]}, "not_found"),
+        ({"action": "add_members", "user_ids": "x"}, "invalid_request"),
+        ({"action": "remove_member", "user_id": "SELF"}, "invalid_request"),
+        ({"action": "remove_member", "user_id": "OUTSIDER"}, "not_found"),
+        ({"action": "remove_member", "user_id": "x"}, "invalid_request"),
+        ({"action": "rename_chat", "name": "  "}, "invalid_request"),
+        ({"action": "rename_chat", "name": "bidi\u202e"}, "invalid_request"),
+    ],
+)
+async def test_invalid_membership_changes_change_nothing(db, make_user, connect, create_chat, frame, error):
+    (alice, bob), (a, _), chat = await _group(make_user, connect, create_chat, n=2)
+    outsider = await make_user()
+    names = {"SELF": alice.uuid, "OUTSIDER": outsider.uuid, "UNKNOWN": "00000000-0000-0000-0000-000000000001"}
+    frame = {key: names.get(value, value) if isinstance(value, str) else value for key, value in frame.items()}
+    if isinstance(frame.get("user_ids"), list):
+        frame["user_ids"] = [names.get(value, value) for value in frame["user_ids"]]
+    reply = await a.command({**frame, "chat_id": chat["id"]})
+    assert (reply["action"], reply["error"]) == ("error", error), reply
+    assert await db.fetchval("select count(*) from chat_members where chat_id = $1", chat["id"]) == 2
+    assert await db.fetchval("select name from chats where id = $1", chat["id"]) == "team"
+
+
+@pytest.mark.parametrize("action", ["remove_member", "rename_chat"])
+async def test_only_the_owner_removes_and_renames(make_user, connect, create_chat, action):
+    (alice, bob, carol), (a, b, c), chat = await _group(make_user, connect, create_chat)
+    reply = await b.command({"action": action, "chat_id": chat["id"], "user_id": carol.uuid, "name": "mine"})
+    assert reply["error"] == "forbidden"
+
+
+@pytest.mark.parametrize("action", ["add_members", "leave_chat", "rename_chat"])
+async def test_a_private_chats_members_never_change(make_user, connect, create_chat, action):
+    alice, bob = await make_user(), await make_user()
+    a = await connect(alice)
+    chat = await create_chat(a, [bob], kind="private")
+    reply = await a.command({"action": action, "chat_id": chat["id"], "user_ids": [], "name": "x"})
+    assert (reply["action"], reply["error"]) == ("error", "invalid_request")
+
+
+async def test_someone_removed_is_told_and_then_sees_nothing_of_the_chat(http, make_user, connect, create_chat):
+    (alice, bob, carol), (a, b, c), chat = await _group(make_user, connect, create_chat)
+    reply = await a.command({"action": "remove_member", "chat_id": chat["id"], "user_id": carol.uuid})
+    assert reply["action"] == "chat_updated" and sorted(reply["chat"]["members"]) == sorted([alice.uuid, bob.uuid])
+    assert (await b.recv_action("chat_updated"))["chat"] == reply["chat"]
+    assert await c.recv_action("chat_removed") == {"action": "chat_removed", "chat_id": chat["id"]}
+    await a.command({"action": "send_message", "chat_id": chat["id"], "text": "not for carol"})
+    await b.recv_action("new_message")
+    await c.assert_silent()
+    refused = await c.command({"action": "send_message", "chat_id": chat["id"], "text": "still here?"})
+    assert refused["error"] == "forbidden"
+    assert (await http.get(f"/history/{chat['id']}", headers=carol.headers)).status_code == 403
+    assert (await connect(carol)).unread == []
+
+
+async def test_the_owner_leaving_hands_the_group_to_the_longest_member(make_user, connect, create_chat):
+    (alice, bob, carol), (a, b, c), chat = await _group(make_user, connect, create_chat)
+    reply = await a.command({"action": "leave_chat", "chat_id": chat["id"]})
+    assert {key: reply[key] for key in ("action", "chat_id")} == {"action": "chat_removed", "chat_id": chat["id"]}
+    updated = (await b.recv_action("chat_updated"))["chat"]
+    assert sorted(updated["members"]) == sorted([bob.uuid, carol.uuid]) and updated["owner"] == updated["members"][0]
+    assert (await c.recv_action("chat_updated"))["chat"] == updated
+    renamed = await (b if updated["owner"] == bob.uuid else c).command(
+        {"action": "rename_chat", "chat_id": chat["id"], "name": " Launch "}
+    )
+    assert renamed["chat"]["name"] == "Launch"
+
+
+async def test_the_last_reader_leaving_completes_the_read(db, http, make_user, connect, create_chat):
+    (alice, bob, carol), (a, b, c), chat = await _group(make_user, connect, create_chat)
+    sent = (await a.command({"action": "send_message", "chat_id": chat["id"], "text": "read me"}))["data"]
+    await b.recv_action("new_message")
+    await c.recv_action("new_message")
+    await b.command({"action": "mark_read", "message_ids": [sent["id"]]})
+    await a.assert_silent()  # carol has not read it
+    await c.command({"action": "leave_chat", "chat_id": chat["id"]})
+    await a.recv_action("chat_updated")
+    receipt = await a.recv_action("messages_read")
+    assert receipt["data"] == [{"id": sent["id"], "chat_id": chat["id"]}]
+    await a.assert_silent()  # once
+    history = (await http.get(f"/history/{chat['id']}", headers=alice.headers)).json()["messages"]
+    assert history[0]["read_status"] == "read"
+
+
+async def test_someone_re_added_has_nothing_unread_from_the_time_away(make_user, connect, create_chat):
+    (alice, bob, carol), (a, b, c), chat = await _group(make_user, connect, create_chat)
+    await a.command({"action": "remove_member", "chat_id": chat["id"], "user_id": carol.uuid})
+    await a.command({"action": "send_message", "chat_id": chat["id"], "text": "while carol was away"})
+    await a.command({"action": "add_members", "chat_id": chat["id"], "user_ids": [carol.uuid]})
+    assert (await connect(carol)).unread == []
