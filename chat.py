@@ -794,10 +794,12 @@ async def rename_chat(app, user_id, command):
 
 async def _group_for_change(conn, chat_id, user_id):
     """The group, locked; refuse an unknown chat, one the user is not in, and a private chat."""
-    chat = await conn.fetchrow(SQL.lock_chat, chat_id, user_id)
+    chat = await conn.fetchrow(SQL.lock_chat, chat_id)
     if chat is None:
         raise ChatError("not_found", f"no chat {chat_id}")
-    if not chat["is_member"]:
+    # Asked once the lock is ours, in a statement of its own: it then sees a change that
+    # committed while this one waited (say, the user was removed meanwhile).
+    if not (await conn.fetchrow(SQL.get_access, chat_id, user_id))["is_member"]:
         raise ChatError("forbidden", "you are not a member of this chat")
     if chat["type"] != "group":
         raise ChatError("invalid_request", "a private chat's two members never change")

@@ -314,9 +314,8 @@ from chat_members
 where chat_id = $1
 
 -- name: lock_chat
--- A chat and whether a user is in it, locked: its membership changes one at a time.
-select id, type, owner_id,
-       exists (select 1 from chat_members where chat_id = $1 and user_id = $2) as is_member
+-- A chat, locked: its membership changes one at a time.
+select id, type, owner_id
 from chats
 where id = $1
 for update

@@ -1,6 +1,8 @@
 """Group membership against the live server: add, remove, leave, rename; who is told; read
 receipts that stay exact when people come and go."""
 
+import asyncio
+
 import pytest
 
 
@@ -126,3 +128,31 @@ async def test_someone_re_added_has_nothing_unread_from_the_time_away(make_user,
     await a.command({"action": "send_message", "chat_id": chat["id"], "text": "while carol was away"})
     await a.command({"action": "add_members", "chat_id": chat["id"], "user_ids": [carol.uuid]})
     assert (await connect(carol)).unread == []
+
+
+async def test_the_owner_removing_a_member_who_leaves_at_once_tells_each_once(make_user, connect, create_chat):
+    """remove_member and leave_chat of the same person at the same moment, again and again: one
+    of them wins, nobody gets an error they should not, and each is told once."""
+    for _ in range(10):
+        (alice, bob, carol), (a, b, c), chat = await _group(make_user, connect, create_chat)
+        remove = a.command({"action": "remove_member", "chat_id": chat["id"], "user_id": carol.uuid})
+        leave = c.command({"action": "leave_chat", "chat_id": chat["id"]})
+        removed, left = await asyncio.gather(remove, leave)
+        assert left["action"] == "chat_removed" or left.get("error") == "forbidden", left
+        assert removed["action"] == "chat_updated" or removed.get("error") == "not_found", removed
+        assert (removed["action"] == "chat_updated") != (left["action"] == "chat_removed"), (removed, left)
+        updates = [frame async for frame in _frames(b)]
+        assert [f["action"] for f in updates] == ["chat_updated"], updates
+        assert sorted(updates[0]["chat"]["members"]) == sorted([alice.uuid, bob.uuid])
+        extra = [frame async for frame in _frames(c)]
+        # The leaver got its reply; if the owner won, carol's chat_removed push is the only news.
+        assert [f["action"] for f in extra] in ([], ["chat_removed"]), extra
+
+
+async def _frames(sock, seconds=0.3):
+    """Every non-presence frame that arrives within `seconds`."""
+    try:
+        while True:
+            yield await sock.recv(timeout=seconds)
+    except TimeoutError:
+        return
