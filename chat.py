@@ -734,6 +734,8 @@ async def add_members(app, user_id, command):
     """Any member adds users to a group; those already in it are ignored."""
     chat_id = valid_integer(command.get("chat_id"), "chat_id", 1, MAX_INT)
     user_ids = valid_user_ids(command.get("user_ids"))
+    if not user_ids:
+        raise ChatError("invalid_request", "user_ids must name at least one user to add")
     try:
         async with app.ctx.pool.acquire(timeout=5) as conn, conn.transaction():
             await _group_for_change(conn, chat_id, user_id)

@@ -90,6 +90,7 @@ with batch as (
     from unnest($1::int[], $2::uuid[], $3::text[], $4::text[])
          with ordinality as b (chat_id, sender_id, text, client_msg_id, n)
     where exists (select from chat_members m where m.chat_id = b.chat_id and m.user_id = b.sender_id)
+    order by b.n  -- ids in the order sent: nextval runs after the sort (a hash join may reorder rows)
 ), message as (
     insert into messages (id, chat_id, sender_id, text, client_msg_id)
     select id, chat_id, sender_id, text, client_msg_id

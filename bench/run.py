@@ -8,13 +8,15 @@ load-generator processes, and prints one table (also written as JSON).
 
 Parts: the database bound (INSERT+COMMIT/s), the socket bound (a bare Sanic fan-out,
 bench/fanout_server.py), throughput stepped up to saturation, latency at 25% and 50% of
-it, 5,000 idle sockets, unread-on-connect with 10,000 unread, history in a chat of
+it, edit and delete latency (with sends at the same rate, in the same step, as the
+control), 5,000 idle sockets, unread-on-connect with 10,000 unread, history in a chat of
 1,000,000 messages, a login storm (and, as its control, the same step beside a CPU hog
 that is not chat.py), and the throughput run again on two server processes.
 """
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import multiprocessing
@@ -41,6 +43,12 @@ ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "bench password"
 HOG = "import bcrypt\nhashed = bcrypt.hashpw(b'x', bcrypt.gensalt(12))\nwhile True: bcrypt.checkpw(b'x', hashed)"
 GROUP_SIZE = 10
+# The edit and delete part: 50 each of send, edit and delete per second, 150 commands/s in all, about
+# 5% of the 3,000 sends/s of saturation. An edit or a delete is a transaction of its own, several
+# statements long: it costs PostgreSQL far more than a send, which shares one INSERT with the others.
+EDIT_RATE = 50
+OPS = ("new_message", "message_edited", "message_deleted")  # what the others hear of each, in a client's turn
+OP_NAMES = ("send", "edit", "delete")
 
 
 # --- Processes ----------------------------------------------------------------------
@@ -123,6 +131,7 @@ def loadgen(pipe, urls, chats):
 async def _loadgen(pipe, urls, chats):
     loop = asyncio.get_running_loop()
     window = {"on": False, "deliveries": {}, "acked": 0, "count": 0}
+    ops = {"on": False}  # the edit and delete part, reset at its start (see cycler)
 
     class Reader(picows.WSListener):
         """Records when each message reached each member. picows parses frames in C: the
@@ -138,6 +147,9 @@ async def _loadgen(pipe, urls, chats):
                 self.greeted.set_result(None)
                 return
             frame = orjson.loads(ws_frame.get_payload_as_memoryview())
+            if ops["on"]:
+                heard(frame)
+                return
             data = frame.get("data") if frame.get("action") in ("new_message", "message_sent") else frame
             if not isinstance(data, dict) or "text" not in data:
                 return
@@ -148,6 +160,25 @@ async def _loadgen(pipe, urls, chats):
             elif window["on"]:
                 latency, count = window["deliveries"].get(key, (0.0, 0))
                 window["deliveries"][key] = (max(latency, now - float(sent)), count + 1)
+
+    def heard(frame):
+        """The edit and delete part: when each push reached this member (the latest of the
+        members here, and how many), the ids of this process's sent messages, and errors."""
+        action, data = frame.get("action"), frame.get("data")
+        if "request_id" in frame:
+            ops["replies"] += 1
+            if ops["replies"] >= ops["expected"]:
+                ops["answered"].set()
+        if action == "error":
+            name = OP_NAMES[frame["request_id"] % 3] if isinstance(frame.get("request_id"), int) else "other"
+            ops["errors"][name] = ops["errors"].get(name, 0) + 1
+        elif "request_id" in frame:  # a reply to this client's own command
+            if action == "message_sent":
+                ops["ids"][data["text"]] = data["id"]
+        elif action in OPS:
+            key = (action, data["text"] if action == "new_message" else data["id"])
+            latest, count = ops["heard"].get(key, (0.0, 0))
+            ops["heard"][key] = (max(latest, time.monotonic()), count + 1)
 
     started = time.monotonic()
     semaphore = asyncio.Semaphore(50)
@@ -162,6 +193,7 @@ async def _loadgen(pipe, urls, chats):
             return transport
 
     sockets = await asyncio.gather(*(open_one(url) for url in urls))
+    senders = list({chat: n for n, chat in enumerate(chats)}.values())  # the edit and delete part's: one a group
     pipe.send(("connected", len(sockets), time.monotonic() - started))
 
     async def sender(n, ws, chat, rate, until):
@@ -176,9 +208,53 @@ async def _loadgen(pipe, urls, chats):
             next_at += 1 / rate
             await asyncio.sleep(max(0, next_at - time.monotonic()))
 
+    async def cycler(i, n, rate, until):
+        """Client n: `rate` commands/s in turn: send a message, edit it, delete it, until `until`
+        and then to the end of the turn (the edit and delete go out once message_sent has told
+        the message's id; if it has not by then, they count as without_target)."""
+        ws, chat = sockets[n], chats[n]
+        await asyncio.sleep(i / len(senders) / rate)  # spread the senders evenly over one interval
+        seq = 0
+        next_at = time.monotonic()
+        while (now := time.monotonic()) < until or seq % 3:
+            kind, key = OPS[seq % 3], f"{os.getpid()}-{n}-{seq // 3}"
+            target = key if kind == "new_message" else ops["ids"].get(key)
+            if target is None:
+                ops["without_target"] += 1
+            else:
+                if kind == "new_message":
+                    command = {"action": "send_message", "chat_id": chat, "text": key}
+                elif kind == "message_edited":
+                    command = {"action": "edit_message", "message_id": target, "text": f"{key} edited"}
+                else:
+                    command = {"action": "delete_message", "message_id": target}
+                ops["sent"][(kind, target)] = now
+                ws.send(picows.WSMsgType.TEXT, orjson.dumps({**command, "request_id": seq}))
+            seq += 1
+            next_at += 1 / rate
+            await asyncio.sleep(max(0, next_at - time.monotonic()))
+
     while True:
         command = await loop.run_in_executor(None, pipe.recv)
-        if command[0] == "run":
+        if command[0] == "ops":
+            _, rate, seconds = command
+            gc.disable()
+            ops.update(on=True, sent={}, heard={}, ids={}, errors={}, without_target=0, replies=0)
+            ops.update(expected=float("inf"), answered=asyncio.Event())
+            until = time.monotonic() + seconds
+            await asyncio.gather(*(cycler(i, n, rate, until) for i, n in enumerate(senders)))
+            ops["expected"] = len(ops["sent"])
+            if ops["replies"] >= ops["expected"]:
+                ops["answered"].set()
+            with contextlib.suppress(TimeoutError):  # commands queued up: not to be charged to the next part
+                await asyncio.wait_for(ops["answered"].wait(), 60)
+            await asyncio.sleep(2)  # let the last deliveries land
+            ops["on"] = False
+            unanswered = ops["expected"] - ops["replies"]
+            pipe.send(("ran", ops["sent"], ops["heard"], ops["errors"], ops["without_target"], unanswered))
+            gc.enable()
+            gc.collect()
+        elif command[0] == "run":
             _, rate, seconds = command
             gc.disable()  # a collector pause here would be charged to the server's latency
             window.update(on=True, deliveries={}, acked=0, count=0)
@@ -213,10 +289,12 @@ class Clients:
             self.processes.append(process)
         replies = [pipe.recv() for pipe in self.pipes]
         self.count = sum(reply[1] for reply in replies)
+        self.senders = sum(len(set(chats[part::processes])) for part in range(processes))  # in ops
         self.connect_seconds = max(reply[2] for reply in replies)
 
-    def run(self, rate, seconds, recipients):
-        """Every client sends `rate` messages/s for `seconds`; returns the step's figures."""
+    def step(self, command, seconds):
+        """Start a step of `seconds` in every load generator: the CPU each group used meanwhile,
+        in cores, and the load generators' replies."""
         watched = {
             "server": self.server_pids,
             "postgres": postgres_pids(),
@@ -225,12 +303,16 @@ class Clients:
         cpu_before, busy_before = {name: cpu_seconds(pids) for name, pids in watched.items()}, machine_busy()
         started = time.monotonic()
         for pipe in self.pipes:
-            pipe.send(("run", rate, seconds))
+            pipe.send(command)
         time.sleep(seconds)  # CPU is counted while the clients send
         elapsed = time.monotonic() - started
         cpu = {name: round((cpu_seconds(pids) - cpu_before[name]) / elapsed, 2) for name, pids in watched.items()}
         cpu["whole_machine"] = round((machine_busy() - busy_before) / elapsed, 2)
-        replies = [pipe.recv() for pipe in self.pipes]
+        return cpu, [pipe.recv() for pipe in self.pipes]
+
+    def run(self, rate, seconds, recipients):
+        """Every client sends `rate` messages/s for `seconds`; returns the step's figures."""
+        cpu, replies = self.step(("run", rate, seconds), seconds)
         sent = sum(reply[1] for reply in replies)
         acked = sum(reply[2] for reply in replies)
         merged = {}
@@ -251,6 +333,38 @@ class Clients:
             "p99_ms": percentile(complete, 99),
             "cpu_cores": cpu,  # each group's CPU use over the step, in cores
         }
+
+    def ops(self, rate, seconds, recipients):
+        """`rate` each of send_message, edit_message and delete_message per second for `seconds`,
+        from one member of every group in every load generator, each in turn sending a message,
+        editing it and deleting it: for each command, the time from its going out to its push
+        (new_message, message_edited, message_deleted) having reached all `recipients`."""
+        cpu, replies = self.step(("ops", 3 * rate / self.senders, seconds), seconds)
+        sent, heard, errors, without_target, unanswered = {}, {}, {}, 0, 0
+        for _, their_sent, their_heard, their_errors, their_without, their_unanswered in replies:
+            sent.update(their_sent)
+            for key, (latest, count) in their_heard.items():
+                old_latest, old_count = heard.get(key, (0.0, 0))
+                heard[key] = (max(latest, old_latest), old_count + count)
+            for name, count in their_errors.items():
+                errors[name] = errors.get(name, 0) + count
+            without_target += their_without
+            unanswered += their_unanswered  # no reply within a minute of the end
+        result = {"offered_per_s": rate, "seconds": seconds, "senders": self.senders}
+        for kind, name in zip(OPS, OP_NAMES, strict=True):
+            counts = {key: heard.get(key, (0.0, 0))[1] for key in sent if key[0] == kind}
+            done = [(heard[key][0] - sent[key]) * 1000 for key, count in counts.items() if count >= recipients]
+            result[name] = {
+                "sent_per_s": round(len(counts) / seconds),
+                "errors": errors.pop(name, 0),  # error replies: there ought to be none
+                "not_delivered_to_all": len(counts) - len(done),
+                "extra_deliveries": sum(max(0, count - recipients) for count in counts.values()),  # ought to be 0
+                "p50_ms": percentile(done, 50),
+                "p99_ms": percentile(done, 99),
+            }
+        result["other_errors"] = sum(errors.values())  # error replies without a request_id
+        result.update(without_target=without_target, unanswered=unanswered, cpu_cores=cpu)
+        return result
 
     def close(self):
         for pipe in self.pipes:
@@ -454,6 +568,13 @@ async def _run(results, url, env, server, base, ws_base, n_users, n_idle, n_unre
         results["latency"][f"{share}%"] = step
         await asyncio.sleep(2)
 
+    print("edit and delete", flush=True)
+    events = await conn.fetchval("select count(*) from events")  # what a delete looks through for edit events
+    results["edit_delete"] = clients.ops(EDIT_RATE, step_seconds * 4, GROUP_SIZE - 1)
+    results["edit_delete"]["events_rows_before"] = events
+    print(f"    {results['edit_delete']}", flush=True)
+    await asyncio.sleep(2)
+
     print("login storm", flush=True)
     storm_hash = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(12)).decode()
     storm_users = await seed_users(conn, "storm", 20, storm_hash)
@@ -588,6 +709,10 @@ async def _run(results, url, env, server, base, ws_base, n_users, n_idle, n_unre
     await conn.close()
 
 
+def ms(value):
+    return "-" if value is None else f"{value:.0f}"
+
+
 def print_table(r):
     t, lat, idle, un, h, storm = (
         r["throughput"],
@@ -627,6 +752,29 @@ def print_table(r):
                 f"{step['persisted_per_s']} msg/s",
             )  # fmt: skip
         )
+    if "edit_delete" in r:  # not in runs from before edit and delete
+        ed = r["edit_delete"]
+        send = ed["send"]
+        troubles = {  # none, if all went well
+            "send errors": send["errors"] + ed["other_errors"],
+            "sends not delivered to all": send["not_delivered_to_all"],
+            "edits and deletes without a message_sent id in time": ed["without_target"],
+            "commands unanswered": ed["unanswered"],
+            "pushes received twice": sum(ed[name]["extra_deliveries"] for name in OP_NAMES),
+        }
+        for name in ("edit", "delete"):
+            op = ed[name]
+            rows.append(
+                (
+                    f"{name} → delivered to {GROUP_SIZE - 1}, p50/p99 ms",
+                    f"{ms(op['p50_ms'])} / {ms(op['p99_ms'])}",
+                    f"at {op['sent_per_s']}/s, {op['errors']} errors"
+                    + (f", {op['not_delivered_to_all']} not delivered to all" if op["not_delivered_to_all"] else "")
+                    + f"; send at the same rate {ms(send['p50_ms'])} / {ms(send['p99_ms'])}",
+                )  # fmt: skip
+            )
+        if any(troubles.values()):
+            rows.append(("edit and delete part: trouble", "", ", ".join(f"{v} {k}" for k, v in troubles.items() if v)))
     rows += [
         (f"{idle['sockets']} idle sockets: server memory per socket", f"{idle['kib_per_socket']} KiB", ""),
         ("connects/s (handshake + auth + unread frame)", idle["connects_per_s"], ""),

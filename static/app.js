@@ -1,11 +1,17 @@
 // The browser client: plain JavaScript modules, no build step. This one signs you up and in,
-// and routes what the socket says to the chat list (chats.js), the open chat (pane.js) and
-// the people picker (people.js); connection.js keeps the socket up.
-import { loadChats, noteUnread, notify, renderChats, renderNotifyButton } from "./chats.js";
-import { $, api, clearSession, loadSession, saveSession, setProblem, state } from "./common.js";
+// and routes what the socket says to the chat list (chats.js), the open chat (pane.js), a
+// group's members (members.js) and the people picker (people.js); connection.js keeps the
+// socket up.
+import { loadChats, noteUnread, notify, renderChats, renderNotifyButton, showNotice } from "./chats.js";
+import { $, api, chatTitle, clearSession, loadSession, saveSession, setProblem, state } from "./common.js";
 import { connect } from "./connection.js";
+import { membersAnswered, membersRefused, renderMembers } from "./members.js";
 import {
+  changeRefused,
+  chatChanged,
   closeChat,
+  messageDeleted,
+  messageEdited,
   openChat,
   refreshOpenChat,
   sendAnswered,
@@ -144,6 +150,7 @@ const handlers = {
     await loadChats(); // counts and order as they are now
     learnMyName();
     refreshPeople().catch(() => {});
+    if (state.open !== null && !state.chats.has(state.open)) closeChat(); // you left it elsewhere meanwhile
     if (state.open !== null) await refreshOpenChat();
   },
   async chat_created({ chat, request_id }) {
@@ -177,16 +184,64 @@ const handlers = {
     data.forEach(({ id }) => updateMessage(id, { read_status: "read" }));
   },
   marked_read() {},
+  // An edit (yours from this tab or another, or someone's): the open chat, and the chat
+  // list's preview when it is the chat's last message.
+  message_edited({ data, request_id }) {
+    messageEdited(data, request_id);
+    const chat = state.chats.get(data.chat_id);
+    if (chat?.last_message?.id !== data.id) return;
+    chat.last_message = data;
+    renderChats();
+  },
+  // A deleted message leaves the open chat and the unread counts; if it was the chat's last
+  // message, /chats says which one is the last now.
+  async message_deleted({ data }) {
+    const unread = state.unread.get(data.chat_id);
+    unread?.delete(data.id);
+    if (unread && !unread.size) state.unread.delete(data.chat_id);
+    messageDeleted(data);
+    if (state.chats.get(data.chat_id)?.last_message?.id === data.id) await loadChats();
+    else renderChats();
+  },
+  // A group's members, name or owner changed, or you were added to one (its history is then
+  // yours to read, and nothing of it unread): /chats names people you may not know of yet.
+  async chat_updated({ chat, request_id }) {
+    const known = state.chats.get(chat.id);
+    if (!known || chat.members.some((uuid) => uuid !== state.me && !state.names.has(uuid))) await loadChats();
+    else {
+      const named = (uuid) => known.members.find((m) => m.user_uuid === uuid)?.name || state.names.get(uuid);
+      const members = chat.members.map((uuid) => ({ user_uuid: uuid, name: named(uuid) || state.name }));
+      Object.assign(known, { name: chat.name, owner: chat.owner, members });
+      renderChats();
+    }
+    chatChanged(chat.id);
+    if (request_id !== undefined) membersAnswered(request_id);
+  },
+  // You left a group (the reply to leave_chat carries its request_id) or were taken out of it.
+  chat_removed({ chat_id: id, request_id }) {
+    const chat = state.chats.get(id);
+    state.chats.delete(id);
+    state.unread.delete(id);
+    const wasOpen = state.open === id;
+    if (wasOpen) closeChat();
+    if (chat) {
+      const title = chatTitle(chat);
+      showNotice(request_id !== undefined ? `You left “${title}”.` : `You are no longer in “${title}”.`);
+      if (wasOpen) $("notice").focus(); // the chat you were in is gone: say why, where you are now
+    }
+    renderChats();
+  },
   presence({ data }) {
     if (data.online) state.online.add(data.user_uuid);
     else state.online.delete(data.user_uuid);
     if (!isListed(data.user_uuid)) refreshPeople().catch(() => {});
     renderPresence();
     renderChats();
+    renderMembers();
   },
   error(frame) {
     if (frame.request_id === "new-chat") return chatRefused(frame);
-    if (sendRefused(frame)) return;
+    if (sendRefused(frame) || changeRefused(frame) || membersRefused(frame)) return;
     // A mark_read: what it would have marked comes back in the next connection's unread frame.
     console.warn("refused:", frame.error, frame.detail);
   },

@@ -60,6 +60,13 @@ function chatItem(chat) {
   return item;
 }
 
+// A word about a chat that left your list ("You left “Launch”."), above it until you dismiss
+// it or open a chat; no text clears it.
+export function showNotice(text) {
+  $("notice-text").textContent = text || "";
+}
+$("notice-close").addEventListener("click", () => showNotice(""));
+
 // Everything unread, in the tab's title ("(3) chat") and its icon.
 function renderUnreadTotal() {
   let total = 0;

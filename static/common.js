@@ -9,7 +9,8 @@ export const state = {
   name: null, // your name, for the header
   email: null,
   names: new Map(), // user uuid -> name
-  chats: new Map(), // chat id -> {id, type, name, members, last_message}
+  chats: new Map(), // chat id -> {id, type, name, members: [{user_uuid, name}], owner, last_message}
+  people: [], // everyone else, as /users_list said last: [{user_uuid, name, online}]
   unread: new Map(), // chat id -> Set of message ids you have not marked read
   online: new Set(), // uuids of users with a socket open
   open: null, // the open chat's id
@@ -65,6 +66,15 @@ export function el(tag, className = "", text = "") {
   const element = document.createElement(tag);
   if (className) element.className = className;
   if (text) element.textContent = text;
+  return element;
+}
+
+// A button that does not submit a form; `act` names what it does, for a click handler shared
+// by many of them (and for finding it again after a redraw).
+export function button(text, className = "", act = "") {
+  const element = el("button", className, text);
+  element.type = "button";
+  if (act) element.dataset.act = act;
   return element;
 }
 

@@ -1,8 +1,10 @@
 // The open chat: its messages a page of history at a time, a line for each day, the view
-// following new messages (or a "New messages" pill when you have scrolled up), the composer.
-import { renderChats } from "./chats.js";
-import { $, api, chatTitle, clockTime, dayLabel, el, fullTime, nameOf, state } from "./common.js";
+// following new messages (or a "New messages" pill when you have scrolled up), editing and
+// deleting them in place, the composer.
+import { renderChats, showNotice } from "./chats.js";
+import { $, api, button, chatTitle, clockTime, dayLabel, el, fullTime, nameOf, setProblem, state } from "./common.js";
 import { send } from "./connection.js";
+import { renderMembers, resetMembers } from "./members.js";
 
 const PAGE_SIZE = 50;
 const NEAR_PX = 40; // this close to the bottom counts as at the bottom, to the top as the top
@@ -10,19 +12,22 @@ const messages = new Map(); // message id -> message, for the open chat
 let loading = null; // {chatId, promise}: a page of history on its way
 let shown = null; // the chat whose history is on screen (null while its first page loads)
 const pending = new Map(); // client_msg_id -> send_message command not yet answered
+let editing = null; // {id, form, area}: the message being edited in place
+let confirming = null; // the id of the message whose Delete asks "Delete this message?"
+const refusals = new Map(); // message id -> why the server would not delete it
 
 export async function openChat(id) {
   const chat = state.chats.get(id);
   if (!chat) return;
   state.open = id;
   shown = null;
-  messages.clear();
-  $("messages").replaceChildren();
-  $("older").hidden = true;
+  forgetMessages();
   $("new-messages").hidden = true;
   $("app").classList.add("in-chat");
   $("chat-title").textContent = chatTitle(chat);
   $("composer").hidden = false;
+  showNotice("");
+  resetMembers();
   renderChats();
   await loadOlder();
   if (state.open !== id) return; // another chat was opened meanwhile
@@ -37,22 +42,46 @@ export function closeChat() {
   shown = null;
   $("app").classList.remove("in-chat");
   $("composer").hidden = true;
-  messages.clear();
-  $("messages").replaceChildren();
-  $("older").hidden = true;
+  forgetMessages();
+  resetMembers();
   renderChats();
   $("chat-list").querySelector(`li[data-id="${id}"] button`)?.focus();
+}
+
+function forgetMessages() {
+  messages.clear();
+  editing = confirming = null;
+  refusals.clear();
+  $("messages").replaceChildren();
+  $("older").hidden = true;
+}
+
+// The open chat's name, members or owner changed: its title, the names on its messages and
+// who may delete what (a new owner may delete anyone's), and its members panel.
+export function chatChanged(id) {
+  if (id !== state.open || !state.chats.has(id)) return;
+  $("chat-title").textContent = chatTitle(state.chats.get(id));
+  for (const item of $("messages").querySelectorAll("li.message")) {
+    fillMessage(item, messages.get(Number(item.dataset.id)));
+  }
+  renderMembers();
 }
 
 // After a reconnect: the newest page again, merged with what is on screen. If more came
 // meanwhile than a page holds, the gap would hide messages: start the chat afresh instead.
 export async function refreshOpenChat() {
   const id = state.open;
+  const before = [...messages.keys()]; // what arrives while the page is on its way is not in it
   const { messages: page } = await api(`/history/${id}?page=1&page_size=${PAGE_SIZE}`);
   if (state.open !== id) return;
   const newest = Math.max(0, ...messages.keys());
   if (page.length === PAGE_SIZE && page[page.length - 1].id > newest) return openChat(id);
   const follow = atBottom();
+  // What was on screen within the page's span of ids but is not in it was deleted while the
+  // socket was away.
+  const oldest = page.length < PAGE_SIZE ? 0 : page[page.length - 1].id;
+  const kept = new Set(page.map((message) => message.id));
+  before.filter((gone) => gone >= oldest && !kept.has(gone)).forEach((gone) => messageDeleted({ id: gone }));
   page.forEach(place);
   renderDays();
   renderEmptyPane();
@@ -121,6 +150,29 @@ export function updateMessage(id, change) {
   if (message) place(Object.assign(message, change));
 }
 
+// Someone (you, in this tab or another) edited a message: its new text, if it is on screen.
+// The reply to this tab's own edit closes the editor.
+export function messageEdited(message, requestId) {
+  if (!messages.has(message.id)) return;
+  messages.set(message.id, message);
+  if (requestId === `edit:${message.id}` && editing?.id === message.id) endEdit(true);
+  else redraw(message.id);
+}
+
+// A message was deleted (by its sender, or by the group's owner): it goes from the screen.
+export function messageDeleted({ id }) {
+  const item = itemOf(id);
+  if (!messages.delete(id) || !item) return;
+  const hadFocus = item.contains(document.activeElement);
+  if (editing?.id === id) editing = null;
+  if (confirming === id) confirming = null;
+  refusals.delete(id);
+  item.remove();
+  renderDays();
+  renderEmptyPane();
+  if (hadFocus) $("text").focus(); // the keyboard's place went with it
+}
+
 function atBottom() {
   const scroller = $("scroller");
   return scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < NEAR_PX;
@@ -163,29 +215,255 @@ function place(message) {
 function messageItem(message) {
   const item = el("li", "message");
   item.dataset.id = message.id;
+  const bar = el("div", "actions");
+  bar.setAttribute("role", "group");
+  bar.setAttribute("aria-label", "Message actions");
+  const problem = el("p", "field-error");
+  problem.setAttribute("aria-live", "polite");
+  item.append(el("span", "who"), el("div", "text"), el("span", "meta"), bar, problem);
   fillMessage(item, message);
   return item;
 }
 
+// Draw a message into its element; while it is being edited, its editor stays as it is.
 function fillMessage(item, message) {
   const mine = message.sender_uuid === state.me;
   item.classList.toggle("mine", mine);
   item.dataset.status = message.read_status;
-  const parts = [];
   const chat = state.chats.get(message.chat_id);
-  if (!mine && chat && chat.type === "group") parts.push(el("span", "who", nameOf(message.sender_uuid)));
+  const who = item.querySelector(":scope > .who");
+  who.textContent = !mine && chat?.type === "group" ? nameOf(message.sender_uuid) : "";
+  who.hidden = !who.textContent;
+  const text = item.querySelector(":scope > .text");
+  if (text) text.textContent = message.text;
+  item.querySelector(":scope > .meta").replaceChildren(...metaOf(message, mine));
+  item.querySelector(":scope > .field-error").textContent = refusals.get(message.id) || "";
+  renderActions(item, message);
+}
+
+// "edited · 14:05 ✓ delivered": when it was edited on hover, as its time says when it was sent.
+function metaOf(message, mine) {
+  const parts = [];
+  if (message.edited_at) {
+    const edited = el("span", "edited", "edited");
+    edited.title = `Edited ${fullTime(new Date(message.edited_at))}`;
+    parts.push(edited, " · ");
+  }
   const sent = new Date(message.timestamp);
   const time = el("time", "", clockTime(sent));
   time.dateTime = message.timestamp;
   time.title = fullTime(sent); // the whole date and time on hover
-  const meta = el("span", "meta");
-  meta.append(time);
+  parts.push(time);
   if (mine) {
     const read = message.read_status === "read";
-    meta.append(el("span", read ? "mark read" : "mark", read ? " ✓✓ read" : " ✓ delivered"));
+    parts.push(el("span", read ? "mark read" : "mark", read ? " ✓✓ read" : " ✓ delivered"));
   }
-  parts.push(el("div", "text", message.text), meta);
-  item.replaceChildren(...parts);
+  return parts;
+}
+
+// --- Editing and deleting ------------------------------------------------------------------
+// Each message you may change carries its buttons, shown on hover, on keyboard focus, and on
+// a tap or long press (a phone has no hover). Delete asks first, in the message itself: a
+// dialog box would take the page away from you.
+
+function mayEdit(message) {
+  return message.sender_uuid === state.me;
+}
+
+// Your own messages, and in a group you own, anyone's.
+function mayDelete(message) {
+  const chat = state.chats.get(message.chat_id);
+  return mayEdit(message) || (chat?.type === "group" && chat.owner === state.me);
+}
+
+function renderActions(item, message) {
+  const bar = item.querySelector(":scope > .actions");
+  const focused = bar.contains(document.activeElement) && document.activeElement.dataset.act;
+  const asking = confirming === message.id;
+  item.classList.toggle("confirming", asking);
+  if (editing?.id === message.id) {
+    bar.replaceChildren(); // the editor has buttons of its own
+  } else if (asking) {
+    const question = el("span", "question", "Delete this message?");
+    bar.replaceChildren(question, button("Delete", "danger", "delete-yes"), button("Cancel", "secondary", "delete-no"));
+  } else {
+    const buttons = [];
+    if (mayEdit(message)) buttons.push(button("Edit", "secondary", "edit"));
+    if (mayDelete(message)) buttons.push(button("Delete", "secondary", "delete"));
+    bar.replaceChildren(...buttons);
+  }
+  if (focused) bar.querySelector(`[data-act="${focused}"]`)?.focus(); // a redraw keeps your place
+}
+
+function itemOf(id) {
+  return $("messages").querySelector(`li.message[data-id="${id}"]`);
+}
+
+function redraw(id) {
+  const item = itemOf(id);
+  if (item && messages.has(id)) fillMessage(item, messages.get(id));
+}
+
+const ACTS = {
+  edit: beginEdit,
+  "edit-cancel": () => endEdit(true),
+  delete: askDelete,
+  "delete-yes": deleteMessage,
+  "delete-no": () => cancelDelete(true),
+};
+
+$("messages").addEventListener("click", (event) => {
+  const item = event.target.closest("li.message");
+  if (!item) return;
+  const act = event.target.closest("[data-act]")?.dataset.act;
+  if (act) ACTS[act](Number(item.dataset.id));
+  else if (!event.target.closest(".editor") && touchOnly()) toggleActions(item);
+});
+
+// A long press on a touch screen: the message's actions rather than the browser's menu.
+$("messages").addEventListener("contextmenu", (event) => {
+  const item = event.target.closest("li.message");
+  if (!item || item.classList.contains("editing") || !touchOnly()) return;
+  event.preventDefault();
+  if (!item.classList.contains("show-actions")) toggleActions(item);
+});
+
+$("messages").addEventListener("keydown", (event) => {
+  if (event.key === "Escape" && confirming !== null) cancelDelete(true);
+});
+
+function touchOnly() {
+  return matchMedia("(hover: none)").matches;
+}
+
+// A tap shows a message's actions (and hides any other's); a second tap hides them.
+function toggleActions(item) {
+  if (!getSelection().isCollapsed) return; // that was selecting text
+  const show = !item.classList.contains("show-actions") && item.querySelector(":scope > .actions").childElementCount > 0;
+  $("messages").querySelectorAll(".show-actions").forEach((other) => other.classList.remove("show-actions"));
+  item.classList.toggle("show-actions", show);
+}
+
+// The text becomes a textarea holding it: Enter saves, Shift+Enter is a new line, Esc cancels.
+function beginEdit(id) {
+  const message = messages.get(id);
+  const item = itemOf(id);
+  if (!message || !item) return;
+  endEdit(false); // one at a time
+  cancelDelete(false);
+  const area = el("textarea");
+  area.id = `edit-${id}`;
+  area.value = message.text;
+  area.maxLength = 4000;
+  area.rows = Math.min(8, message.text.split("\n").length + 1);
+  area.setAttribute("aria-label", "Edit your message");
+  area.setAttribute("aria-describedby", `edit-${id}-hint edit-${id}-error`);
+  area.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      saveEdit();
+    } else if (event.key === "Escape") {
+      event.preventDefault();
+      endEdit(true);
+    }
+  });
+  const hint = el("p", "hint", "Enter saves, Shift+Enter starts a new line, Esc cancels.");
+  hint.id = `edit-${id}-hint`;
+  const problem = el("p", "field-error");
+  problem.id = `edit-${id}-error`;
+  problem.setAttribute("aria-live", "polite");
+  const row = el("div", "row");
+  row.append(el("button", "", "Save"), button("Cancel", "secondary", "edit-cancel"));
+  const form = el("form", "editor");
+  form.append(area, hint, row, problem);
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    saveEdit();
+  });
+  item.querySelector(":scope > .text").replaceWith(form);
+  item.classList.add("editing");
+  item.classList.remove("show-actions");
+  editing = { id, form, area };
+  renderActions(item, message);
+  area.focus();
+  area.setSelectionRange(area.value.length, area.value.length);
+}
+
+function saveEdit() {
+  const { id, area } = editing;
+  const text = area.value;
+  if (!text.trim()) return setProblem(area.id, "A message cannot be empty: to remove it, use Delete.");
+  if (text === messages.get(id).text) return endEdit(true); // nothing changed: nothing to send
+  if (!send({ action: "edit_message", message_id: id, text, request_id: `edit:${id}` })) {
+    return setProblem(area.id, "You are offline. Your edit stays here: press Enter again once you are reconnected.");
+  }
+  setProblem(area.id, null);
+}
+
+// Back from the editor to the message; the keyboard, if it was in the editor, goes to Edit.
+function endEdit(refocus) {
+  if (!editing) return;
+  const { id, form } = editing;
+  const hadFocus = form.contains(document.activeElement);
+  editing = null;
+  const item = itemOf(id);
+  if (!item || !messages.has(id)) return;
+  form.replaceWith(el("div", "text"));
+  item.classList.remove("editing");
+  fillMessage(item, messages.get(id));
+  if (refocus && hadFocus) item.querySelector('[data-act="edit"]')?.focus();
+}
+
+function askDelete(id) {
+  endEdit(false);
+  cancelDelete(false); // one question at a time
+  confirming = id;
+  refusals.delete(id);
+  redraw(id);
+  itemOf(id)?.querySelector('[data-act="delete-no"]')?.focus(); // Enter twice must not delete
+}
+
+function cancelDelete(refocus) {
+  const id = confirming;
+  if (id === null) return;
+  confirming = null;
+  redraw(id);
+  if (refocus) itemOf(id)?.querySelector('[data-act="delete"]')?.focus();
+}
+
+function deleteMessage(id) {
+  confirming = null;
+  if (!send({ action: "delete_message", message_id: id, request_id: `delete:${id}` })) {
+    refusals.set(id, "You are offline: delete it again once you are reconnected.");
+  }
+  redraw(id);
+  $("text").focus(); // the message goes once the server has deleted it
+}
+
+// The server refused an edit or a delete: say why, in the message. False if it was neither.
+export function changeRefused({ request_id: requestId, error, detail }) {
+  const [kind, number] = String(requestId).split(":");
+  const id = Number(number);
+  if (kind === "edit") {
+    const why = {
+      not_found: "This message is no longer there: it was deleted.",
+      forbidden: "Only its sender can edit a message.",
+      rate_limited: "Too fast: wait a moment, then press Enter again.",
+    };
+    if (editing?.id === id) setProblem(editing.area.id, why[error] || `Not saved: ${detail}.`);
+    return true;
+  }
+  if (kind === "delete") {
+    const why = {
+      not_found: "This message was deleted already.",
+      forbidden: "Only its sender, or the group's owner, can delete it.",
+      rate_limited: "Too fast: wait a moment, then delete it again.",
+    };
+    refusals.set(id, why[error] || `Not deleted: ${detail}.`);
+    redraw(id);
+    return true;
+  }
+  return false;
 }
 
 // A line above the first message of each day: "Today", "Yesterday", or the date.

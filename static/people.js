@@ -1,5 +1,6 @@
 // The people picker under "New chat": fetched again whenever it opens (people sign up all
-// day), and saying why when it is empty or when "Start chat" cannot start anything.
+// day), and saying why when it is empty or when "Start chat" cannot start anything. Its list
+// (fillPicker) is also the one "Add people" shows in a group's members.
 import { $, api, el, setProblem, state } from "./common.js";
 import { send } from "./connection.js";
 
@@ -9,22 +10,26 @@ export async function refreshPeople() {
   const { users } = await api("/users_list");
   users.forEach((user) => state.names.set(user.user_uuid, user.name));
   state.online = new Set(users.filter((user) => user.online).map((user) => user.user_uuid));
+  state.people = users;
   renderPeople(users);
+  return users;
 }
 
 export function isListed(uuid) {
   return listed.has(uuid);
 }
 
-function picked() {
-  return [...$("people").querySelectorAll("input:checked")].map((box) => box.value);
+// The uuids ticked in a list of people.
+export function picked(list = $("people")) {
+  return [...list.querySelectorAll("input:checked")].map((box) => box.value);
 }
 
-function renderPeople(users) {
-  const ticked = new Set(picked()); // a refresh keeps what you ticked, and your place
-  const focused = document.activeElement?.closest("#people") && document.activeElement.value;
-  listed = new Set(users.map((user) => user.user_uuid));
-  $("people").replaceChildren(
+// A list of people to tick, one checkbox each: the "New chat" picker, and "Add people" in a
+// group's members. A redraw keeps what was ticked, and the keyboard's place.
+export function fillPicker(list, users) {
+  const ticked = new Set(picked(list));
+  const focused = list.contains(document.activeElement) && document.activeElement.value;
+  list.replaceChildren(
     ...users.map((user) => {
       const item = el("li");
       const label = el("label");
@@ -37,8 +42,13 @@ function renderPeople(users) {
       return item;
     }),
   );
-  if (focused) $("people").querySelector(`input[value="${focused}"]`)?.focus();
+  if (focused) list.querySelector(`input[value="${focused}"]`)?.focus();
   renderPresence();
+}
+
+function renderPeople(users) {
+  listed = new Set(users.map((user) => user.user_uuid));
+  fillPicker($("people"), users);
   const alone = users.length === 0;
   $("people-empty").hidden = !alone;
   $("people-empty").textContent =
@@ -50,7 +60,7 @@ function renderPeople(users) {
 
 // A dot after the name of whoever is online, without redrawing the list.
 export function renderPresence() {
-  for (const box of $("people").querySelectorAll("input")) {
+  for (const box of document.querySelectorAll(".picker input")) {
     box.closest("li").classList.toggle("online", state.online.has(box.value));
   }
 }

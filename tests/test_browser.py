@@ -740,6 +740,298 @@ def test_keyboard_only(server, new_context):
     expect(lee.locator("#text")).to_be_focused()
 
 
+# --- Editing and deleting, and a group's members ----------------------------------------------
+
+
+def _message(page, text):
+    """The one message holding `text`, found again by its id: it stays found when its text changes."""
+    found = page.locator(".message", has=page.locator(":scope > .text", has_text=text))
+    expect(found).to_have_count(1)
+    return _by_id(page, found.get_attribute("data-id"))
+
+
+def _by_id(page, message_id):
+    return page.locator(f'.message[data-id="{message_id}"]')
+
+
+def _button(locator, name):
+    return locator.get_by_role("button", name=name, exact=True)
+
+
+def _delete(page, message):
+    """Point at a message, press Delete, and answer the question in the page."""
+    message.hover()
+    _button(message, "Delete").click()
+    expect(message.locator(".actions")).to_contain_text("Delete this message?")
+    _button(message, "Delete").click()
+
+
+def test_editing_and_deleting_messages_are_seen_live(server, new_context):
+    tag = uuid.uuid4().hex[:6]
+    amy_name, ben_name = f"amy-{tag}", f"ben-{tag}"
+    amy = _person(new_context, server.url, amy_name)
+    ben = _person(new_context, server.url, ben_name)
+    _start_chat(amy, [ben_name])
+    expect(amy.locator("#chat-title")).to_have_text(ben_name)
+    for text in ("helo ben", "see you at 10", "oops, wrong chat"):
+        _send(amy, text)
+    expect(_chat(ben, amy_name).locator(".badge")).to_have_text("3")
+    expect(ben).to_have_title("(3) chat")
+    # amy's other tab, a phone, has the chat open too.
+    phone = _log_in(new_context, server.url, amy_name, viewport=PHONE)
+    _chat(phone, ben_name).click()
+    expect(phone.locator(".message .text")).to_have_count(3)
+
+    # Her own messages carry Edit and Delete, out of sight until she points at one.
+    first = _message(amy, "helo ben")
+    expect(first.locator(".actions")).to_have_css("opacity", "0")
+    first.hover()
+    expect(first.locator(".actions")).to_have_css("opacity", "1")
+    _shot(amy, "70-message-actions-on-hover")
+
+    # Edit in place: Esc cancels, a blank text is refused next to it, Enter saves.
+    _button(first, "Edit").click()
+    editor = first.locator("textarea")
+    expect(editor).to_be_focused()
+    expect(editor).to_have_value("helo ben")
+    editor.fill("something else entirely")
+    editor.press("Escape")
+    expect(first.locator(".text")).to_have_text("helo ben")
+    expect(editor).to_have_count(0)
+    first.hover()
+    _button(first, "Edit").click()
+    editor.fill("   ")
+    editor.press("Enter")
+    expect(first.locator(".editor .field-error")).to_contain_text("cannot be empty")
+    expect(editor).to_have_attribute("aria-invalid", "true")
+    _shot(amy, "71-edit-in-place")
+    editor.fill("hello ben")
+    editor.press("Enter")
+    expect(first.locator(".text")).to_have_text("hello ben")
+    expect(first.locator(".edited")).to_have_text("edited")
+    assert re.search(r"\d{4}", first.locator(".edited").get_attribute("title"))  # when, on hover
+    expect(_by_id(phone, first.get_attribute("data-id")).locator(".text")).to_have_text("hello ben")
+    expect(_by_id(phone, first.get_attribute("data-id")).locator(".edited")).to_be_visible()
+
+    # Delete asks first, in the page; Cancel keeps the message.
+    oops = _message(amy, "oops, wrong chat")
+    oops.hover()
+    _button(oops, "Delete").click()
+    expect(oops.locator(".actions")).to_contain_text("Delete this message?")
+    expect(_button(oops, "Cancel")).to_be_focused()
+    _shot(amy, "72-delete-asks-first")
+    _button(oops, "Cancel").click()
+    expect(oops.locator(".actions")).not_to_contain_text("Delete this message?")
+    _delete(amy, oops)
+    expect(oops).to_have_count(0)
+    expect(phone.locator(".message", has_text="oops")).to_have_count(0)
+    # ben had not read it: his count drops, and his list's preview is the message before it.
+    expect(_chat(ben, amy_name).locator(".badge")).to_have_text("2")
+    expect(ben).to_have_title("(2) chat")
+    expect(_chat(ben, amy_name).locator(".preview")).to_have_text("see you at 10")
+    expect(_chat(amy, ben_name).locator(".preview")).to_have_text("You: see you at 10")
+
+    # ben opens the chat: the edit is there ("edited"), the deleted message is not, and
+    # nothing of amy's is his to change.
+    _chat(ben, amy_name).click()
+    expect(ben.locator(".message .text")).to_have_text(["hello ben", "see you at 10"])
+    expect(_message(ben, "hello ben").locator(".edited")).to_be_visible()
+    expect(ben.locator(".message .actions button")).to_have_count(0)
+    expect(ben).to_have_title("chat")
+
+    # From the keyboard: Shift+Tab from the composer reaches the last message's buttons,
+    # which show once focused; Enter edits; ben sees the new text live, and in his list.
+    amy.mouse.move(1, 1)
+    amy.focus("#text")
+    amy.keyboard.press("Shift+Tab")
+    last = _message(amy, "see you at 10")
+    expect(_button(last, "Delete")).to_be_focused()
+    expect(last.locator(".actions")).to_have_css("opacity", "1")
+    amy.keyboard.press("Shift+Tab")
+    expect(_button(last, "Edit")).to_be_focused()
+    amy.keyboard.press("Enter")
+    expect(last.locator("textarea")).to_be_focused()
+    amy.keyboard.press("Control+A")
+    amy.keyboard.type("see you at 11")
+    amy.keyboard.press("Enter")
+    expect(_button(last, "Edit")).to_be_focused()  # the keyboard keeps its place
+    ben_last = _by_id(ben, last.get_attribute("data-id"))
+    expect(ben_last.locator(".text")).to_have_text("see you at 11")
+    expect(ben_last.locator(".edited")).to_be_visible()
+    expect(_chat(ben, amy_name).locator(".preview")).to_have_text("see you at 11")
+    expect(_chat(amy, ben_name).locator(".preview")).to_have_text("You: see you at 11")
+
+    # A read message deleted goes from ben's open chat live, and from amy's other tab.
+    _delete(amy, first)
+    expect(ben.locator(".message .text")).to_have_text(["see you at 11"])
+    expect(phone.locator(".message .text")).to_have_text(["see you at 11"])
+    _shot(ben, "73-ben-after-edit-and-delete")
+
+    # On the phone: the buttons in place over the bubble, the question too.
+    phone_last = _by_id(phone, last.get_attribute("data-id"))
+    phone_last.hover()
+    _button(phone_last, "Delete").click()
+    expect(phone_last.locator(".actions")).to_contain_text("Delete this message?")
+    _in_place(phone, f'.message[data-id="{last.get_attribute("data-id")}"] .actions')
+    _no_page_scroll(phone)
+    _shot(phone, "74-delete-asks-first-phone")
+    phone.keyboard.press("Escape")
+    expect(phone_last.locator(".actions")).not_to_contain_text("Delete this message?")
+
+
+def test_a_touch_screen_shows_a_message_s_actions_on_a_tap(server, new_context):
+    tag = uuid.uuid4().hex[:6]
+    cy_name, di_name = f"cy-{tag}", f"di-{tag}"
+    httpx.post(
+        f"{server.url}/register", json={"name": di_name, "email": f"{di_name}@example.com", "password": PASSWORD}
+    ).raise_for_status()
+    cy = _person(new_context, server.url, cy_name, viewport=PHONE, has_touch=True, is_mobile=True)
+    assert cy.evaluate("matchMedia('(hover: none)').matches")
+    _start_chat(cy, [di_name])
+    _send(cy, "tap me")
+    message = _message(cy, "tap me")
+    expect(message.locator(".actions")).to_have_css("opacity", "0")
+    message.locator(".text").tap()
+    expect(message.locator(".actions")).to_have_css("opacity", "1")
+    _button(message, "Edit").tap()
+    expect(message.locator("textarea")).to_have_value("tap me")
+    _button(message, "Cancel").tap()
+    expect(message.locator(".text")).to_have_text("tap me")
+
+
+def test_a_group_s_members_change_live(server, new_context):
+    tag = uuid.uuid4().hex[:6]
+    olga_name, bob_name, carol_name, dan_name = f"olga-{tag}", f"bob-{tag}", f"carol-{tag}", f"dan-{tag}"
+    olga = _person(new_context, server.url, olga_name)
+    bob = _person(new_context, server.url, bob_name)
+    carol = _person(new_context, server.url, carol_name, viewport=PHONE)
+    dan = _person(new_context, server.url, dan_name)
+    group, renamed = f"crew-{tag}", f"crew-{tag} renamed"
+    _start_chat(olga, [bob_name], group_name=group)
+    expect(olga.locator("#chat-title")).to_have_text(group)
+    _send(olga, "before carol joined")
+    _chat(bob, group).click()
+    _send(bob, "a word from bob")
+    _send(bob, "bob's second word")
+
+    # The owner may delete anyone's message in her group (not edit it); bob only his own.
+    expect(olga.locator(".message .text").last).to_have_text("bob's second word")
+    bobs = _message(olga, "a word from bob")
+    bobs.hover()
+    expect(_button(bobs, "Edit")).to_have_count(0)
+    _delete(olga, bobs)
+    expect(bob.locator(".message", has_text="a word from bob")).to_have_count(0)
+    expect(olga.locator(".message", has_text="a word from bob")).to_have_count(0)
+    expect(_message(bob, "before carol joined").locator(".actions button")).to_have_count(0)
+    expect(_message(bob, "bob's second word").locator(".actions button")).to_have_count(2)
+
+    # The header opens the members: the owner first and marked, who is online dotted; the
+    # owner may rename and remove, bob may not.
+    expect(olga.locator("#members-button")).to_have_text("2 members")
+    olga.click("#members-button")
+    expect(olga.locator("#members")).to_be_visible()
+    expect(olga.locator("#member-list li")).to_have_count(2)
+    expect(olga.locator("#member-list li").first).to_contain_text(f"{olga_name} (you)")
+    expect(olga.locator("#member-list li").first.locator(".tag")).to_have_text("owner")
+    expect(olga.locator("#member-list li", has_text=bob_name)).to_have_class(ONLINE)
+    expect(olga.locator("#rename-form")).to_be_visible()
+    expect(olga.get_by_role("button", name=f"Remove {bob_name}")).to_be_visible()
+    bob.click("#members-button")
+    expect(bob.locator("#member-list li")).to_have_count(2)
+    expect(bob.locator("#rename-form")).to_be_hidden()
+    expect(bob.locator("#member-list button")).to_have_count(0)
+    expect(bob.locator("#leave")).to_be_visible()
+
+    # Add people, from the same picker as "New chat": everyone not in the group yet.
+    olga.click("#add-members summary")
+    picker = olga.locator("#add-people")
+    expect(picker.get_by_label(carol_name, exact=True)).to_be_visible()
+    expect(picker.get_by_label(dan_name, exact=True)).to_be_visible()
+    expect(picker.get_by_label(bob_name, exact=True)).to_have_count(0)
+    olga.click("#add")
+    expect(olga.locator("#add-error")).to_contain_text("Tick the people")
+    picker.get_by_label(carol_name, exact=True).check()
+    picker.get_by_label(dan_name, exact=True).check()
+    _shot(olga, "80-members-add-people")
+    olga.emulate_media(color_scheme="dark")
+    _shot(olga, "80-members-add-people-dark")
+    olga.emulate_media(color_scheme="light")
+    olga.click("#add")
+    expect(olga.locator("#member-list li")).to_have_count(4)
+    expect(olga.locator("#add-members")).not_to_have_attribute("open", "")
+    expect(bob.locator("#member-list li")).to_have_count(4)  # live, in his open panel
+    expect(bob.locator("#members-button")).to_have_text("4 members")
+
+    # carol sees the group arrive, nothing of it unread, and reads what was said before her.
+    expect(_chat(carol, group)).to_be_visible()
+    expect(_chat(carol, group).locator(".badge")).to_have_count(0)
+    expect(carol).to_have_title("chat")
+    _chat(carol, group).click()
+    expect(carol.locator(".message .text")).to_have_text(["before carol joined", "bob's second word"])
+    carol.click("#members-button")
+    expect(carol.locator("#member-list li")).to_have_count(4)
+    _in_place(carol, "#members", "#leave")
+    _no_page_scroll(carol)
+    _shot(carol, "81-members-phone")
+    carol.keyboard.press("Escape")  # the keyboard is in the panel once it opens; Esc closes it
+    expect(carol.locator("#members")).to_be_hidden()
+    expect(carol.locator("#members-button")).to_be_focused()
+
+    # The owner renames it: a blank name is refused beside the field; the others see the new name.
+    olga.fill("#group-rename", "  ")
+    olga.press("#group-rename", "Enter")
+    expect(olga.locator("#group-rename-error")).to_contain_text("Give the group a name")
+    olga.fill("#group-rename", renamed)
+    olga.click("#rename")
+    for page in (olga, bob, carol):
+        expect(page.locator("#chat-title")).to_have_text(renamed)
+        expect(_chat(page, renamed)).to_have_count(1)  # in the list (hidden on a phone in a chat)
+    expect(olga.locator("#group-rename-error")).to_be_hidden()
+
+    # The owner removes carol, after a question: the group leaves carol's list (and its pane),
+    # with a word why; the others see her go.
+    _button(olga.locator("#member-list"), f"Remove {carol_name}").click()
+    expect(olga.locator("#member-list .confirm")).to_contain_text(f"Remove {carol_name} from the group?")
+    expect(_button(olga.locator("#member-list .confirm"), "Cancel")).to_be_focused()
+    _shot(olga, "82-remove-asks-first")
+    _button(olga.locator("#member-list .confirm"), "Remove").click()
+    expect(_chat(carol, renamed)).to_have_count(0)
+    expect(carol.locator("#notice-text")).to_have_text(f"You are no longer in “{renamed}”.")
+    expect(carol.locator("#sidebar")).to_be_visible()  # back to the list, on a phone
+    _shot(carol, "83-removed-phone")
+    expect(olga.locator("#member-list li")).to_have_count(3)
+    expect(bob.locator("#member-list li")).to_have_count(3)
+    expect(bob.locator("#member-list li", has_text=carol_name)).to_have_count(0)
+
+    # bob leaves, after a question: the group leaves his list; olga and dan see him go.
+    bob.click("#leave")
+    expect(bob.locator("#leave-question")).to_contain_text(f"Leave “{renamed}”?")
+    expect(bob.locator("#leave-no")).to_be_focused()
+    _shot(bob, "84-leave-asks-first")
+    bob.click("#leave-yes")
+    expect(_chat(bob, renamed)).to_have_count(0)
+    expect(bob.locator("#notice")).to_contain_text(f"You left “{renamed}”.")
+    expect(bob.locator("#members")).to_be_hidden()
+    expect(bob.locator("#members-button")).to_be_hidden()
+    expect(bob.locator("#messages .message")).to_have_count(0)
+    _shot(bob, "85-bob-left")
+    expect(olga.locator("#member-list li")).to_have_count(2)
+    expect(olga.locator("#members-button")).to_have_text("2 members")
+
+    # The owner leaves: dan, the one left, owns the group now, and may rename it.
+    _chat(dan, renamed).click()
+    dan.click("#members-button")
+    expect(dan.locator("#rename-form")).to_be_hidden()
+    olga.click("#leave")
+    expect(olga.locator("#leave-question")).to_contain_text("Whoever has been in it longest will own it")
+    olga.click("#leave-yes")
+    expect(_chat(olga, renamed)).to_have_count(0)
+    expect(dan.locator("#member-list li")).to_have_count(1)
+    expect(dan.locator("#member-list li .tag")).to_have_text("owner")
+    expect(dan.locator("#rename-form")).to_be_visible()
+    expect(dan.locator("#group-rename")).to_have_value(renamed)
+
+
 # --- Written last: /docs must render with no internet (Swagger UI served by chat.py itself) -------
 
 

@@ -75,3 +75,21 @@ async def test_a_send_that_cannot_be_stored_fails_alone(database_url, db, chat_o
     assert all(isinstance(result, asyncpg.PostgresError) for result in results), results
     assert good["text"] == "after"
     assert [row["text"] for row in await db.fetch("select text from messages where chat_id = $1", chat_id)] == ["after"]
+
+
+@pytest.mark.parametrize("plan", ["force_custom_plan", "force_generic_plan"])
+async def test_a_batch_is_numbered_in_the_order_it_was_sent(database_url, db, chat_of_two, plan):
+    """Ids follow the order of the sends whatever plan PostgreSQL picks (a generic plan may
+    join through a hash table, which hands rows back in another order)."""
+    import chat
+
+    chat_id, sender, _ = chat_of_two
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=1, server_settings={"plan_cache_mode": plan})
+    try:
+        writer = chat.MessageWriter(pool, lambda events: None)
+        rows = await asyncio.wait_for(
+            asyncio.gather(*(writer.write(chat_id, sender, f"m{n}", None) for n in range(20))), 5
+        )
+    finally:
+        await pool.close()
+    assert [row["text"] for row in sorted(rows, key=lambda row: row["id"])] == [f"m{n}" for n in range(20)]

@@ -42,6 +42,7 @@ async def test_a_member_adds_people_who_then_see_the_history_but_nothing_unread(
     [
         ({"action": "add_members", "user_ids": ["UNKNOWN"]}, "not_found"),
         ({"action": "add_members", "user_ids": "x"}, "invalid_request"),
+        ({"action": "add_members", "user_ids": []}, "invalid_request"),
         ({"action": "remove_member", "user_id": "SELF"}, "invalid_request"),
         ({"action": "remove_member", "user_id": "OUTSIDER"}, "not_found"),
         ({"action": "remove_member", "user_id": "x"}, "invalid_request"),
@@ -78,15 +79,21 @@ async def test_a_private_chats_members_never_change(make_user, connect, create_c
     assert (reply["action"], reply["error"]) == ("error", "invalid_request")
 
 
-async def test_someone_removed_is_told_and_then_sees_nothing_of_the_chat(http, make_user, connect, create_chat):
+async def test_someone_removed_is_told_and_then_sees_nothing_of_the_chat(db, http, make_user, connect, create_chat):
     (alice, bob, carol), (a, b, c), chat = await _group(make_user, connect, create_chat)
+    before = (await a.command({"action": "send_message", "chat_id": chat["id"], "text": "before"}))["data"]
+    await b.recv_action("new_message")
+    await c.recv_action("new_message")  # and left unread
     reply = await a.command({"action": "remove_member", "chat_id": chat["id"], "user_id": carol.uuid})
     assert reply["action"] == "chat_updated" and sorted(reply["chat"]["members"]) == sorted([alice.uuid, bob.uuid])
     assert (await b.recv_action("chat_updated"))["chat"] == reply["chat"]
     assert await c.recv_action("chat_removed") == {"action": "chat_removed", "chat_id": chat["id"]}
+    await a.command({"action": "edit_message", "message_id": before["id"], "text": "edited, not for carol"})
     await a.command({"action": "send_message", "chat_id": chat["id"], "text": "not for carol"})
+    await b.recv_action("message_edited")
     await b.recv_action("new_message")
     await c.assert_silent()
+    assert await db.fetchval("select count(*) from unread where user_id = $1", carol.uuid) == 0
     refused = await c.command({"action": "send_message", "chat_id": chat["id"], "text": "still here?"})
     assert refused["error"] == "forbidden"
     assert (await http.get(f"/history/{chat['id']}", headers=carol.headers)).status_code == 403
@@ -120,6 +127,54 @@ async def test_the_last_reader_leaving_completes_the_read(db, http, make_user, c
     await a.assert_silent()  # once
     history = (await http.get(f"/history/{chat['id']}", headers=alice.headers)).json()["messages"]
     assert history[0]["read_status"] == "read"
+
+
+async def test_the_last_member_leaving_leaves_a_group_nobody_sees(db, http, make_user, connect, create_chat):
+    (alice, bob), (a, b), chat = await _group(make_user, connect, create_chat, n=2)
+    await a.command({"action": "send_message", "chat_id": chat["id"], "text": "anyone?"})
+    for sock in (b, a):
+        assert (await sock.command({"action": "leave_chat", "chat_id": chat["id"]}))["action"] == "chat_removed"
+    for user in (alice, bob):
+        listed = (await http.get("/chats", headers=user.headers)).json()["chats"]
+        assert chat["id"] not in [c["id"] for c in listed]
+        assert (await http.get(f"/history/{chat['id']}", headers=user.headers)).status_code == 403
+    row = await db.fetchrow(
+        "select owner_id, (select count(*) from chat_members where chat_id = $1) n from chats c where id = $1",
+        chat["id"],
+    )
+    assert (row["owner_id"], row["n"]) == (None, 0)
+    assert (await a.command({"action": "add_members", "chat_id": chat["id"], "user_ids": [alice.uuid]}))[
+        "error"
+    ] == "forbidden", "nobody can get back into it"
+
+
+async def test_the_owner_removing_someone_while_leaving_leaves_nothing_unread(db, make_user, connect, create_chat):
+    """The owner removes carol from one tab and leaves from another at once: either order is
+    fine, but bob's message, unread by both, is told read exactly when nobody is left to read it."""
+    for _ in range(10):
+        (alice, bob, carol), (a, b, c), chat = await _group(make_user, connect, create_chat)
+        a2 = await connect(alice)
+        sent = (await b.command({"action": "send_message", "chat_id": chat["id"], "text": "unread by both"}))["data"]
+        for sock in (a, a2, c):
+            await sock.recv_action("new_message")
+        remove = a.command({"action": "remove_member", "chat_id": chat["id"], "user_id": carol.uuid})
+        leave = a2.command({"action": "leave_chat", "chat_id": chat["id"]})
+        removed, left = await asyncio.gather(remove, leave)
+        assert left["action"] == "chat_removed", left
+        assert removed["action"] == "chat_updated" or removed.get("error") == "forbidden", removed
+        members = await db.fetchval("select array_agg(user_id) from chat_members where chat_id = $1", chat["id"])
+        told = [frame async for frame in _frames(b)]
+        receipts = [frame["data"] for frame in told if frame["action"] == "messages_read"]
+        if removed["action"] == "chat_updated":  # both went: nobody is left to read it
+            assert sorted(map(str, members)) == [bob.uuid]
+            assert receipts == [[{"id": sent["id"], "chat_id": chat["id"]}]], told
+        else:  # alice left first, and could remove nobody
+            assert sorted(map(str, members)) == sorted([bob.uuid, carol.uuid])
+            assert receipts == [], told
+        owner = await db.fetchval("select owner_id from chats where id = $1", chat["id"])
+        assert str(owner) == bob.uuid or (removed.get("error") and str(owner) in (bob.uuid, carol.uuid))
+        unread = await db.fetchval("select count(*) from unread where message_id = $1", sent["id"])
+        assert unread == (0 if removed["action"] == "chat_updated" else 1)
 
 
 async def test_someone_re_added_has_nothing_unread_from_the_time_away(make_user, connect, create_chat):
