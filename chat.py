@@ -73,6 +73,7 @@ WS_PING_SECONDS = float(os.environ.get("WS_PING_SECONDS", "20"))  # ping interva
 SHUTDOWN_GRACE_SECONDS = float(os.environ.get("SHUTDOWN_GRACE_SECONDS", "3"))  # for in-flight commands on stop
 BCRYPT_WAIT_SECONDS = 3  # longest a login waits for bcrypt; past that, logins are refused with 503
 HEARTBEAT_SECONDS = float(os.environ.get("HEARTBEAT_SECONDS", "5"))  # several processes: see the last section
+EVENT_RETENTION_HOURS = float(os.environ.get("EVENT_RETENTION_HOURS", "24"))  # how far back a client can resume
 
 MAX_BODY_BYTES = 64 * 1024  # HTTP bodies and WebSocket frames alike
 OUTBOX_BYTES = 4 * 2**20  # unsent bytes a socket may pile up before it is dropped
@@ -87,6 +88,8 @@ JWT_LEEWAY_SECONDS = 10
 MIN_SECRET_BYTES = 32  # RFC 7518: an HS256 key at least as long as the hash
 MESSAGE_BATCH = 500  # sends stored by one INSERT at most
 MESSAGE_WRITERS = 2  # batches stored at the same time, each writer for its own share of the chats
+RESUME_EVENTS, RESUME_BYTES = 5000, 2 * 2**20  # a resume carries at most this; past it, the client reloads
+TYPING_SECONDS = 2  # one typing push per user and chat in this time, at most
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
@@ -234,7 +237,8 @@ class Client:
     def __init__(self, user_id, ws):
         self.user_id, self.ws = user_id, ws
         self.answering = True  # until the unread frame is out
-        self.held, self.held_bytes = [], 0  # (data, subject) of the pushes made while it was answering
+        self.held, self.held_bytes = [], 0  # (data, subject, event id) of the pushes made while it was answering
+        self.resumed = ()  # ids of events its resume carried that may still be pushed: not told twice
         self.inbox, self.handing_over, self.paused = 0, [], False  # a list: smaller than a set, and short
         # Sanic starts a task per chunk read, and pauses only inside them; they pile up without
         # bound under a flood and outlive the socket (sanic-org/sanic#3175). Reading is ours.
@@ -271,25 +275,33 @@ class Client:
         for task in list(self.handing_over):
             task.cancel()
 
-    def push(self, data, subject):
+    def push(self, data, subject, event_id=None):
         """Write an encoded push now, or after the answer on its way."""
+        if self.resumed and event_id in self.resumed:
+            return
         if not self.answering:
             self.write(data)
             return
-        self.held.append((data, subject))
+        self.held.append((data, subject, event_id))
         self.held_bytes += len(data)
         if self.held_bytes + self.unsent() > OUTBOX_BYTES:  # too far behind, as in write()
             self.held, self.held_bytes = [], 0
             self.drop(1013, "too slow")
 
-    def answer(self, frame):
-        """Write an answer, then the pushes held meanwhile that it does not already carry."""
-        self.write(wire(frame))
+    def answer(self, frame, missed=None):
+        """Write an answer (None: the command has no reply), then the frames a resume found
+        missed (event id -> encoded frame), then the pushes held meanwhile that neither carries."""
+        if frame is not None:
+            self.write(wire(frame))
+        for data in (missed or {}).values():
+            self.write(data)
         if self.held:
-            carried = _subject(frame)
+            carried = _subject(frame) if frame is not None else None
             carried = carried if isinstance(carried, list) else [carried]
             by_id = {item["id"]: item for item in carried if isinstance(item, dict) and "id" in item}
-            for data, subject in self.held:
+            for data, subject, event_id in self.held:
+                if missed and event_id in missed:
+                    continue
                 if not (isinstance(subject, dict) and by_id.get(subject.get("id")) == subject):
                     self.write(data)
         self.held, self.held_bytes, self.answering = [], 0, False
@@ -318,9 +330,10 @@ class Sockets:
     FAQ: a socket is registered before anything is read for it and removed in `finally`, and a
     frame goes to a copy of each user's set, so sockets may come and go meanwhile."""
 
-    def __init__(self):
+    def __init__(self, stream):
         self.by_user = defaultdict(set)
         self.changed = asyncio.Event()  # a user's first socket opened or last one closed
+        self.stream = stream
 
     def add(self, user_id, ws):
         client = Client(user_id, ws)
@@ -339,18 +352,108 @@ class Sockets:
     def count(self, user_id):
         return len(self.by_user.get(user_id, ()))
 
-    def deliver(self, events):
-        """Write each committed event's frame to every open socket here of its users."""
-        for user_ids, frame in events:
+    def deliver(self, events, own=True):
+        """Write each committed event's frame (event id, user ids, frame) to every open socket here
+        of its users; a frame of the event stream carries the cursor just after it. `own`: the
+        events were written by this process (the listener hands over the others')."""
+        for event_id, user_ids, frame in events:
             if frame["action"] == "password_changed":  # not for clients: it ends the user's sockets
                 for user_id in user_ids:
                     for client in list(self.by_user.get(user_id, ())):
                         client.drop(1008, "password changed")
-                continue
-            data, subject = wire(frame), _subject(frame)  # encoded once, however many sockets get it
-            for user_id in user_ids:
-                for client in list(self.by_user.get(user_id, ())):
-                    client.push(data, subject)
+            elif clients := [client for user_id in user_ids for client in self.by_user.get(user_id, ())]:
+                if frame["action"] not in OFF_THE_STREAM:
+                    frame = {**frame, "cursor": self.stream.cursor(event_id)}
+                data, subject = wire(frame), _subject(frame)  # encoded once, however many sockets get it
+                for client in clients:
+                    client.push(data, subject, event_id)
+            if own:
+                self.stream.handed_over(event_id)
+
+    def tell(self, user_ids, frame):
+        """Write a frame that is no event (typing) to every open socket here of these users."""
+        if clients := [client for user_id in user_ids for client in self.by_user.get(user_id, ())]:
+            data = wire(frame)
+            for client in clients:
+                client.push(data, None)
+
+
+# --- The event stream: cursors, so that a client that reconnects misses nothing ------
+
+OFF_THE_STREAM = {"presence"}  # events no resume repeats: a reconnecting client reloads /users_list
+
+
+class Stream:
+    """Positions in the `events` table, handed to clients as cursors. A cursor "<epoch>.<id>"
+    says: you have been told every event of yours up to this id; "<epoch>.<base>.<id>": up to
+    base, and this one. A client that reconnects with it is told every event of its after it
+    (see resume), and the epoch, a random name of this database's stream, tells apart a cursor
+    from another database.
+
+    The id of the last event told is not a safe position by itself: ids are handed out in
+    order but commit out of order, so an event with a smaller id may commit a moment later.
+    A cursor claims only what is settled: every event up to `settled()` has committed and been
+    handed to the sockets here, or never will commit. The listener (in the last section) reads
+    every event as it commits and says how far it has read with none missing (`read_through`);
+    the events this process wrote count once this process has handed them over too."""
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+        self.read_through = 0  # the listener's word: every event up to here has been read (or will never commit)
+        self.unsent = {}  # id -> when: our own events the listener has read, not yet handed over here
+        self.sent = {}  # id -> when: our own events handed over here, not yet read by the listener
+        self.walked = 0  # read_through, moved on past the ids of `sent` that follow it
+
+    def settled(self):
+        self.walked = max(self.walked, self.read_through)
+        while self.walked + 1 in self.sent:
+            self.walked += 1
+        return min(self.walked, min(self.unsent, default=math.inf) - 1)
+
+    def now(self):
+        """The cursor of this moment: everything settled so far."""
+        return f"{self.epoch}.{self.settled()}"
+
+    def cursor(self, event_id, settled=None):
+        """The cursor just after this event: it claims everything settled before it (by now, or
+        up to `settled`) and the event itself."""
+        settled = self.settled() if settled is None else settled
+        if event_id <= settled + 1:
+            return f"{self.epoch}.{event_id}"
+        return f"{self.epoch}.{settled}.{event_id}"
+
+    def parse(self, cursor):
+        """(base, extra id or 0) of a cursor of this stream, or None."""
+        epoch, _, position = cursor.partition(".")
+        base, _, extra = position.partition(".")
+        if epoch != self.epoch or not all(p.isdecimal() and len(p) < 19 for p in (base, extra or "0")):
+            return None
+        return int(base), int(extra or 0)
+
+    def handed_over(self, event_id):
+        """One of our own events has been handed to the sockets here."""
+        if self.unsent.pop(event_id, None) is None:
+            self.sent[event_id] = time.monotonic()
+
+    def read(self, read_through, own_ids):
+        """The listener's news: it has read every event up to read_through, these of ours among them."""
+        now = time.monotonic()
+        for event_id in own_ids:
+            if self.sent.pop(event_id, None) is None:
+                self.unsent[event_id] = now
+        # Handing over takes a moment, never seconds: what is older failed, and waits for nothing.
+        self.unsent = {i: t for i, t in self.unsent.items() if now - t < 5}
+        if len(self.sent) > 1000:  # ids the listener has not read for long (it was cut off)
+            self.sent = {i: t for i, t in self.sent.items() if now - t < 60}
+        self.read_through = read_through
+
+
+async def publish(conn, events):
+    """Write events, as (user ids, frame), to the `events` table in the caller's transaction;
+    returns them as (event id, user ids, frame), for Sockets.deliver after the commit."""
+    return [
+        (await conn.fetchval(SQL.publish_event, user_ids, jsonb(frame)), user_ids, frame) for user_ids, frame in events
+    ]
 
 
 # --- Group commit: concurrent sends share one INSERT and one COMMIT ----------------
@@ -405,7 +508,7 @@ class MessageWriter:
         try:
             # In id order, the order history shows: PostgreSQL may number a batch in another order.
             ordered = sorted(rows, key=lambda row: row["id"])
-            self.deliver([(row["user_ids"], {"action": "new_message", "data": _message(row)}) for row in ordered])
+            self.deliver([(row["event_id"], row["user_ids"], _new_message(row)) for row in ordered])
         except Exception:  # the senders are answered all the same: their messages are stored
             logger.exception("delivering a batch of new messages failed")
         stored = {row["n"]: row for row in rows}
@@ -475,11 +578,11 @@ async def change_password(request, body: PasswordChange):
         raise ChatError("invalid_credentials", "old_password is wrong", 403)
     new_password = valid_password(body.new_password)
     hashed = await BCRYPT.run(bcrypt.hashpw, new_password, bcrypt.gensalt(BCRYPT_ROUNDS))
-    event = ([user["id"]], {"action": "password_changed"})  # sockets opened with the old tokens close too
     async with pool.acquire(timeout=5) as conn, conn.transaction():
         await conn.execute(SQL.set_password, user["id"], hashed.decode())
-        await conn.execute(SQL.publish_event, event[0], jsonb(event[1]))
-    request.app.ctx.sockets.deliver([event])
+        # Sockets opened with the old tokens close too.
+        events = await publish(conn, [([user["id"]], {"action": "password_changed"})])
+    request.app.ctx.sockets.deliver(events)
     return HTTPResponse(status=204)
 
 
@@ -548,43 +651,96 @@ app.static("/docs/assets", swagger_ui_path, name="docs_assets")
 
 @app.websocket("/connect", ctx_auth=True, ctx_websocket=True)
 async def connect(request, ws):
-    """One socket per tab: the unread frame first, then commands, their replies, and pushes."""
-    sockets, user_id = request.app.ctx.sockets, request.ctx.user_id
+    """One socket per tab: the unread frame first (with what was missed since `since`), then
+    commands, their replies, and pushes."""
+    app, user_id = request.app, request.ctx.user_id
     # Registered before unread is read, so nothing committed meanwhile slips between the two.
-    client = sockets.add(user_id, ws)
+    client = app.ctx.sockets.add(user_id, ws)
     try:
-        if sockets.count(user_id) > MAX_SOCKETS_PER_USER:  # lost a race with another handshake
+        if app.ctx.sockets.count(user_id) > MAX_SOCKETS_PER_USER:  # lost a race with another handshake
             await ws.close(1008, "too many sockets")
             return
+        cursor, since = app.ctx.stream.now(), request.args.get("since")  # the unread frame covers what is settled now
         try:
-            unread, more = await _unread_page(request.app.ctx.pool, user_id, 0)
+            if since is None:
+                (unread, more), missed = await _unread_page(app.ctx.pool, user_id, 0), None
+            else:
+                unread, more, missed = await _unread_and_missed(app, user_id, since)
         except DATABASE_DOWN:
             await ws.close(1013, "database unavailable; try again later")
             return
-        client.answer({"action": "unread_messages", "data": unread, "more": more})
+        frame = {"action": "unread_messages", "data": unread, "more": more, "cursor": cursor, "resumed": False}
+        if missed is not None:  # the frames that follow it are the missed ones: say how many
+            frame.update(cursor=since, resumed=True, missed=len(missed))
+        client.answer(frame, missed)
+        if missed:  # pushes still on their way of what the resume told
+            client.resumed = {event_id for event_id in missed if event_id > app.ctx.stream.settled()}
         refused = 0  # frames refused in a row for going over the command limit
         async for frame in ws:
             client.answering = True  # pushes wait for the reply
-            reply = await run_command(request.app, user_id, frame)
+            reply = await run_command(app, user_id, frame)
             client.answer(reply)
-            refused = refused + 1 if reply.get("error") == "rate_limited" else 0
+            refused = refused + 1 if reply and reply.get("error") == "rate_limited" else 0
             if refused > RATE_BURST:  # it ignores retry_after_ms: a flood, not a client
                 client.drop(1008, "too many frames")
                 return
     finally:
         # A vanished peer surfaces here as CancelledError, not ConnectionClosed.
-        sockets.remove(client)
+        app.ctx.sockets.remove(client)
         client.close()
 
 
+async def _unread_and_missed(app, user_id, since):
+    """For a client that resumes: its unread messages and the frames it missed (see resume),
+    read in one snapshot, so that a missed new_message that is not unread is one the user has
+    read (on another device, say)."""
+    # Taken before the snapshot: every event up to it has committed, so the snapshot holds all
+    # of this user's. The missed frames' cursors claim no more than that.
+    settled = app.ctx.stream.settled()
+    async with app.ctx.pool.acquire(timeout=5) as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        unread, more = await _unread_page(conn, user_id, 0)
+        return unread, more, await resume(app, conn, user_id, since, settled)
+
+
+async def resume(app, conn, user_id, since, settled):
+    """The stream frames a reconnecting client missed since its cursor, as event id -> encoded
+    frame, oldest first; or None if they cannot be told (a cursor malformed, of another
+    database or older than the events kept, or more missed than a resume carries): the client
+    then reloads its chats and history instead."""
+    stream = app.ctx.stream
+    position = stream.parse(since)
+    if position is None:
+        return None
+    base, extra = position
+    settled = max(settled, base)
+    kept = await conn.fetchrow(SQL.get_stream)
+    if not kept["pruned_through"] <= base <= kept["newest"]:
+        return None
+    rows = await conn.fetch(SQL.list_user_events, user_id, base, extra, RESUME_EVENTS + 1)
+    if len(rows) > RESUME_EVENTS:
+        return None
+    missed, size = {}, 0
+    for row in rows:
+        if row["frame"] is None and row["deleted"]:
+            continue  # a message deleted since: its message_deleted follows
+        frame = _new_message(row) if row["frame"] is None else orjson.loads(row["frame"])
+        missed[row["event_id"]] = data = wire({**frame, "cursor": stream.cursor(row["event_id"], settled)})
+        size += len(data)
+        if size > RESUME_BYTES:
+            return None
+    return missed
+
+
 async def run_command(app, user_id, frame):
-    """Parse one command and run it: its reply, or an error frame; never an exception."""
-    # Every frame counts, valid or not: nonsense is no cheaper to send than a command.
-    wait = COMMAND_LIMIT.take(user_id)
+    """Parse one command and run it: its reply (None: it has none), or an error frame; never an exception."""
     try:
         command = orjson.loads(frame)
     except orjson.JSONDecodeError:
         command = None
+    # Every frame counts, valid or not: nonsense is no cheaper to send than a command. But for
+    # typing, which a client sends every few seconds while a person types: it has limits of its own.
+    typing_only = isinstance(command, dict) and command.get("action") == "typing"
+    wait = 0 if typing_only else COMMAND_LIMIT.take(user_id)
     request_id = command.get("request_id") if isinstance(command, dict) else None
     if isinstance(request_id, bool) or not isinstance(request_id, (str, int, float)):
         request_id = None
@@ -600,6 +756,8 @@ async def run_command(app, user_id, frame):
             raise ChatError("unavailable", "the server is shutting down; send again after reconnecting")
         else:
             reply = await COMMANDS[command["action"]](app, user_id, command)
+            if reply is None:
+                return None
     except ChatError as error:
         reply = {"action": "error", "error": error.code, "detail": error.detail}
     except DATABASE_DOWN:
@@ -634,10 +792,10 @@ async def create_chat(app, user_id, command):
                 return {"action": "chat_created", "chat": _chat(existing, existing["members"])}
             await conn.execute(SQL.add_members, chat["id"], members)
             frame = {"action": "chat_created", "chat": _chat(chat, members)}
-            await conn.execute(SQL.publish_event, members, jsonb(frame))
+            events = await publish(conn, [(members, frame)])
     except asyncpg.ForeignKeyViolationError:
         raise ChatError("not_found", "user_ids names a user that does not exist") from None
-    app.ctx.sockets.deliver([(members, frame)])
+    app.ctx.sockets.deliver(events)
     return frame
 
 
@@ -667,10 +825,34 @@ async def mark_read(app, user_id, command):
     ids = [valid_integer(value, "each message id", 1, MAX_BIGINT) for value in ids]
     async with app.ctx.pool.acquire(timeout=5) as conn, conn.transaction():
         marked = [row["message_id"] for row in await conn.fetch(SQL.delete_unread, user_id, ids)]
-        events = await _read_by_everyone(conn, marked)
-        await conn.executemany(SQL.publish_event, [(user_ids, jsonb(frame)) for user_ids, frame in events])
+        events = await publish(conn, await _read_by_everyone(conn, marked))
     app.ctx.sockets.deliver(events)
     return {"action": "marked_read", "message_ids": sorted(marked)}
+
+
+TYPING_SENT = {}  # (user id, chat id) -> when their last typing push went out
+
+
+async def typing(app, user_id, command):
+    """Tell the chat's other members, on every process, that the user is typing: no reply, no
+    row written; one push per user and chat every TYPING_SECONDS at most, the rest dropped."""
+    chat_id = valid_integer(command.get("chat_id"), "chat_id", 1, MAX_INT)
+    now, key = time.monotonic(), (user_id, chat_id)
+    if now - TYPING_SENT.get(key, now - TYPING_SECONDS) < TYPING_SECONDS or TYPING_LIMIT.take(user_id):
+        return None
+    if len(TYPING_SENT) > 10_000:  # forget what is past, so the dict stays small
+        TYPING_SENT.clear()
+    TYPING_SENT[key] = now
+    frame = {"action": "typing", "chat_id": chat_id, "user_uuid": str(user_id)}
+    heard = orjson.dumps({**frame, "origin": app.ctx.name}).decode()  # for the other processes
+    row = await app.ctx.pool.fetchrow(SQL.notify_typing, chat_id, user_id, heard)
+    if user_id not in row["members"]:
+        del TYPING_SENT[key]  # a refusal is answered every time
+        if not row["chat_exists"]:
+            raise ChatError("not_found", f"no chat {chat_id}")
+        raise ChatError("forbidden", "you are not a member of this chat")
+    app.ctx.sockets.tell([member for member in row["members"] if member != user_id], frame)
+    return None
 
 
 async def _read_by_everyone(conn, ids, members=None):
@@ -701,8 +883,8 @@ async def edit_message(app, user_id, command):
             raise ChatError("not_found", f"no message {message_id}")
         members = await conn.fetchval(SQL.list_member_ids, row["chat_id"])
         frame = {"action": "message_edited", "data": _message(row)}
-        await conn.execute(SQL.publish_event, members, jsonb(frame))
-    app.ctx.sockets.deliver([(members, frame)])
+        events = await publish(conn, [(members, frame)])
+    app.ctx.sockets.deliver(events)
     return frame
 
 
@@ -720,8 +902,8 @@ async def delete_message(app, user_id, command):
         await conn.execute(SQL.forget_message_events, message_id)
         members = await conn.fetchval(SQL.list_member_ids, row["chat_id"])
         frame = {"action": "message_deleted", "data": {"id": row["id"], "chat_id": row["chat_id"]}}
-        await conn.execute(SQL.publish_event, members, jsonb(frame))
-    app.ctx.sockets.deliver([(members, frame)])
+        events = await publish(conn, [(members, frame)])
+    app.ctx.sockets.deliver(events)
     return frame
 
 
@@ -821,8 +1003,7 @@ async def _membership_changed(conn, chat_id, gone):
     for user in gone:
         forgotten = [row["message_id"] for row in await conn.fetch(SQL.forget_unread_in_chat, chat_id, user)]
         events += await _read_by_everyone(conn, forgotten, members)
-    await conn.executemany(SQL.publish_event, [(user_ids, jsonb(frame)) for user_ids, frame in events])
-    return updated, events
+    return updated, await publish(conn, events)
 
 
 COMMANDS = {
@@ -835,6 +1016,7 @@ COMMANDS = {
     "remove_member": remove_member,
     "leave_chat": leave_chat,
     "rename_chat": rename_chat,
+    "typing": typing,
 }
 
 
@@ -909,6 +1091,10 @@ def _message(row):
     }
 
 
+def _new_message(row):
+    return {"action": "new_message", "data": _message(row)}
+
+
 def _chat(row, members):
     owner = row["owner_id"] and str(row["owner_id"])
     return {
@@ -933,10 +1119,10 @@ def _chat_summary(row):
     }
 
 
-async def _unread_page(pool, user_id, after_id):
+async def _unread_page(db, user_id, after_id):
     """The oldest unread messages after after_id: UNREAD_PAGE of them, or fewer if that would
-    take more than UNREAD_PAGE_BYTES of JSON; and whether more wait."""
-    rows = await pool.fetch(SQL.list_unread, user_id, after_id, UNREAD_PAGE + 1)
+    take more than UNREAD_PAGE_BYTES of JSON; and whether more wait (db: the pool, or a connection)."""
+    rows = await db.fetch(SQL.list_unread, user_id, after_id, UNREAD_PAGE + 1)
     page, size = [], 100  # room for the rest of the frame
     for row in rows[:UNREAD_PAGE]:
         message = _message(row)
@@ -1098,6 +1284,7 @@ class TokenBucket:
 
 
 COMMAND_LIMIT = TokenBucket(RATE_BURST, RATE_PER_SEC)
+TYPING_LIMIT = TokenBucket(10, 1)  # typing in that many chats at once, and one more a second
 AUTH_LIMIT = TokenBucket(AUTH_RATE_PER_MIN, AUTH_RATE_PER_MIN / 60)
 
 
@@ -1222,7 +1409,8 @@ async def start_serving(app):
     app.ctx.pool = await asyncpg.create_pool(
         app.config.DATABASE_URL, min_size=2, max_size=10, timeout=5, command_timeout=5, server_settings=settings
     )
-    app.ctx.sockets = Sockets()
+    app.ctx.stream = Stream((await app.ctx.pool.fetchrow(SQL.get_stream))["epoch"])
+    app.ctx.sockets = Sockets(app.ctx.stream)
     app.ctx.writers = [MessageWriter(app.ctx.pool, app.ctx.sockets.deliver) for _ in range(MESSAGE_WRITERS)]
     app.ctx.stopping = False
     await BCRYPT.run(_dummy_hash)  # made now, and bcrypt timed at this cost
@@ -1397,7 +1585,6 @@ def _forget_stale_postmaster(pgdata):
 # tells live processes from dead ones, and `presence` says who is online anywhere. A lone
 # process runs this too, cheaply: its bus reads only its own events, as bare ids, and skips them.
 
-EVENT_RETENTION_SECONDS = 600  # how far back a process that lost its listening connection can catch up
 EVENT_BATCH = 5000  # events read per query
 GAP_SECONDS = 60  # an event id still missing after this was rolled back (no transaction runs that long)
 DEAD_AFTER_SECONDS = 3 * HEARTBEAT_SECONDS  # a process silent this long has died: its users are offline
@@ -1411,10 +1598,14 @@ class Bus:
     NOTIFY is only a wake-up: the table is the truth, so a reconnect catches up by reading
     from the last id read. Ids are handed out in order but may commit out of order, so the
     ids passed over are remembered and read again until they commit (a rolled-back one is
-    forgotten after GAP_SECONDS)."""
+    forgotten after GAP_SECONDS). Below the oldest of them, every event has been read: the
+    Stream's cursors claim no more than that.
 
-    def __init__(self, url, name, sockets):
-        self.url, self.name, self.sockets = url, name, sockets
+    It also hears who is typing on other processes (a NOTIFY with the frame: no row)."""
+
+    def __init__(self, url, pool, name, sockets):
+        self.url, self.pool, self.name, self.sockets = url, pool, name, sockets
+        self.telling = set()  # typing pushes under way (asyncio keeps only weak references to tasks)
         self.last_id = None
         self.passed_over = {}  # event id -> when it was passed over
         self.wakeup = asyncio.Event()
@@ -1430,8 +1621,10 @@ class Bus:
                 conn = await asyncpg.connect(self.url, timeout=5, server_settings=settings)
                 conn.add_termination_listener(lambda _: self.wakeup.set())
                 await conn.add_listener("chat_events", lambda *_: self.wakeup.set())
+                await conn.add_listener("chat_typing", self.heard_typing)
                 if self.last_id is None:  # nobody is connected yet: start from now
                     self.last_id = await conn.fetchval(SQL.get_last_event_id, timeout=5)
+                    self.sockets.stream.read(self.last_id, [])
                 backoff = 0.5
                 while not conn.is_closed():
                     self.wakeup.clear()
@@ -1458,7 +1651,7 @@ class Bus:
         rows = await conn.fetch(
             SQL.list_events, self.last_id, list(self.passed_over), EVENT_BATCH, self.name, timeout=5
         )
-        events = []
+        events, own = [], []
         for row in rows:
             event_id = row["event_id"]
             if event_id > self.last_id:
@@ -1467,13 +1660,31 @@ class Bus:
                 self.last_id = event_id
             else:
                 del self.passed_over[event_id]
-            if row["user_ids"] is not None and not (row["frame"] is None and row["deleted"]):
-                # None: our own, delivered when it was written; a message deleted since is not news
-                frame = orjson.loads(row["frame"]) if row["frame"] else {"action": "new_message", "data": _message(row)}
-                events.append((row["user_ids"], frame))
-        self.sockets.deliver(events)
+            if row["user_ids"] is None:  # our own, delivered when it was written
+                own.append(event_id)
+            elif not (row["frame"] is None and row["deleted"]):  # a message deleted since is not news
+                frame = orjson.loads(row["frame"]) if row["frame"] else _new_message(row)
+                events.append((event_id, row["user_ids"], frame))
+        self.sockets.stream.read(min(self.passed_over, default=self.last_id + 1) - 1, own)
+        self.sockets.deliver(events, own=False)
         if len(rows) == EVENT_BATCH:
             self.wakeup.set()  # there is more
+
+    def heard_typing(self, conn, pid, channel, payload):
+        """Someone is typing on another process: tell their chat's members here."""
+        heard = orjson.loads(payload)
+        if heard.pop("origin", None) != self.name and self.sockets.by_user:
+            task = asyncio.create_task(self.tell_typing(heard))
+            self.telling.add(task)
+            task.add_done_callback(self.telling.discard)
+
+    async def tell_typing(self, frame):
+        try:
+            members = await self.pool.fetchval(SQL.list_member_ids, frame["chat_id"], timeout=5)
+        except DATABASE_DOWN:
+            return  # a typing push lost while the database is away is no loss
+        typist = uuid.UUID(frame["user_uuid"])
+        self.sockets.tell([member for member in members or () if member != typist], frame)
 
 
 class Presence:
@@ -1516,7 +1727,7 @@ class Presence:
             await self.pool.execute(SQL.add_process, self.name, DEAD_AFTER_SECONDS)
             self.published = set()
         await self.apply(SQL.reap_processes, None)
-        await self.pool.execute(SQL.prune_events, EVENT_RETENTION_SECONDS)
+        await self.pool.execute(SQL.prune_events, EVENT_RETENTION_HOURS * 3600)
 
     async def apply(self, query, *args):
         """Run a presence change, taking turns with other processes, and publish its flips."""
@@ -1527,7 +1738,7 @@ class Presence:
             if flips:
                 users, online = zip(*((row["user_id"], row["online"]) for row in flips), strict=True)
                 rows = await conn.fetch(SQL.publish_presence, users, online)
-                events = [(row["user_ids"], orjson.loads(row["frame"])) for row in rows]
+                events = [(row["id"], row["user_ids"], orjson.loads(row["frame"])) for row in rows]
         self.sockets.deliver(events)
 
 
@@ -1536,7 +1747,7 @@ async def join_other_processes(app):
     """Announce this process, then start its listener and its presence task."""
     await app.ctx.pool.execute(SQL.add_process, app.ctx.name, DEAD_AFTER_SECONDS)
     app.ctx.presence = Presence(app.ctx.pool, app.ctx.name, app.ctx.sockets)
-    bus = Bus(app.config.DATABASE_URL, app.ctx.name, app.ctx.sockets)
+    bus = Bus(app.config.DATABASE_URL, app.ctx.pool, app.ctx.name, app.ctx.sockets)
     app.ctx.tasks = [asyncio.create_task(bus.run()), asyncio.create_task(app.ctx.presence.run())]
 
 

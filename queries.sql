@@ -83,8 +83,8 @@ select exists (select 1 from chats where id = $1) as chat_exists,
 -- name: create_messages
 -- Store a batch of messages (arrays $1..$4: chat, sender, text, client_msg_id) in one statement,
 -- with unread rows for the other members and a new_message event each; returns each stored
--- message with its place n in the batch and the members to tell (no row for a non-member or a
--- repeated client_msg_id).
+-- message with its place n in the batch, its event and the members to tell (no row for a
+-- non-member or a repeated client_msg_id).
 with batch as (
     select b.*, nextval(pg_get_serial_sequence('messages', 'id')) as id
     from unnest($1::int[], $2::uuid[], $3::text[], $4::text[])
@@ -109,9 +109,9 @@ with batch as (
     select array(select m.user_id from chat_members m where m.chat_id = message.chat_id), message.id
     from message
     order by message.id
-    returning message_id as id, user_ids
+    returning id as event_id, message_id as id, user_ids
 )
-select batch.n, message.*, event.user_ids
+select batch.n, message.*, event.event_id, event.user_ids
 from message
 join batch using (id)
 join event using (id)
@@ -172,9 +172,10 @@ order by id desc
 limit $3
 
 -- name: publish_event
--- Record a frame for the sockets of these users (the writing process delivers it after the commit).
+-- Record a frame for the sockets of these users (the writing process delivers it after the commit); its id.
 insert into events (user_ids, frame)
 values ($1, $2)
+returning id
 
 -- name: get_last_event_id
 -- The newest event, where a starting process begins to listen.
@@ -202,9 +203,42 @@ left join lateral (
 order by e.id
 
 -- name: prune_events
--- Forget events older than every process's catch-up needs.
-delete from events
-where created_at < now() - make_interval(secs => $1)
+-- Forget events older than the retention window ($1 seconds), and remember the newest id forgotten.
+with pruned as (
+    delete from events
+    where created_at < now() - make_interval(secs => $1)
+    returning id
+)
+update stream
+set pruned_through = greatest(pruned_through, (select max(id) from pruned))
+where exists (select from pruned)
+
+-- name: get_stream
+-- The name of this database's event stream, the newest event id pruned, and the newest event id.
+select epoch, pruned_through, greatest(pruned_through, (select max(id) from events)) as newest
+from stream
+
+-- name: list_user_events
+-- A user's events after a cursor (after id $2, but for id $3), oldest first, at most $4; presence is left
+-- out, and new_message events come with their message row. The user's events are read first, by the GIN
+-- index on user_ids, whatever the plan: otherwise a plan may walk the primary key from $2 and read
+-- everybody's events (PostgreSQL's generic plan of this statement did, after five runs).
+with mine as materialized (
+    select id, frame, message_id
+    from events
+    where user_ids @> array[$1::uuid]
+)
+select e.id as event_id, e.frame,
+       m.id, m.chat_id, m.sender_id, m.text, m.sent_at, m.is_read, m.edited_at, m.deleted_at is not null as deleted
+from mine e
+left join lateral (
+    select * from messages where id = e.message_id limit 1
+) m on true
+where e.id > $2
+  and e.id <> $3
+  and (e.frame is null or e.frame ->> 'action' not in ('presence', 'password_changed'))
+order by e.id
+limit $4
 
 -- name: add_process
 -- Announce a running server process, alive for $2 seconds unless it beats again.
@@ -274,7 +308,7 @@ cross join lateral (
     ) as user_ids
 ) partners
 where cardinality(partners.user_ids) > 0
-returning user_ids, frame
+returning id, user_ids, frame
 
 -- name: get_message_access
 -- A message's chat, sender and state, and whether a user is a member of its chat.
@@ -358,3 +392,10 @@ where id = $1
 update chats
 set name = $2
 where id = $1
+
+-- name: notify_typing
+-- Whether a chat exists, its members, and, if user $2 is one, a NOTIFY ($3) that tells the other processes they are typing.
+select exists (select from chats where id = $1) as chat_exists,
+       array(select user_id from chat_members where chat_id = $1) as members,
+       case when exists (select from chat_members where chat_id = $1 and user_id = $2)
+            then pg_notify('chat_typing', $3) end as notified

@@ -9,13 +9,18 @@ load-generator processes, and prints one table (also written as JSON).
 Parts: the database bound (INSERT+COMMIT/s), the socket bound (a bare Sanic fan-out,
 bench/fanout_server.py), throughput stepped up to saturation, latency at 25% and 50% of
 it, edit and delete latency (with sends at the same rate, in the same step, as the
-control), 5,000 idle sockets, unread-on-connect with 10,000 unread, history in a chat of
-1,000,000 messages, a login storm (and, as its control, the same step beside a CPU hog
-that is not chat.py), and the throughput run again on two server processes.
+control), typing pushes from 100 typists (with sends at the same rate, in the same step,
+as the control; and the events rows written meanwhile: none for typing), 5,000 idle
+sockets, unread-on-connect with 10,000 unread, history in a chat of 1,000,000 messages,
+resume of 1,000 missed events among 1,000,000 events of others (against the same connect
+without a cursor, and the resume query's plan: the rows of events it reads), a login
+storm (and, as its control, the same step beside a CPU hog that is not chat.py), and the
+throughput run again on two server processes.
 """
 
 import argparse
 import asyncio
+import bisect
 import contextlib
 import gc
 import json
@@ -49,6 +54,11 @@ GROUP_SIZE = 10
 EDIT_RATE = 50
 OPS = ("new_message", "message_edited", "message_deleted")  # what the others hear of each, in a client's turn
 OP_NAMES = ("send", "edit", "delete")
+# The typing part: one member of each of 100 groups types, sending typing every 3 s as a client does
+# while someone types (the server pushes at most one a person and chat every 2 s).
+TYPISTS, TYPING_INTERVAL = 100, 3
+# The resume part: the user missed this many events, and had as many before the cursor.
+MISSED = 1000
 
 
 # --- Processes ----------------------------------------------------------------------
@@ -132,6 +142,7 @@ async def _loadgen(pipe, urls, chats):
     loop = asyncio.get_running_loop()
     window = {"on": False, "deliveries": {}, "acked": 0, "count": 0}
     ops = {"on": False}  # the edit and delete part, reset at its start (see cycler)
+    typ = {"on": False}  # the typing part, reset at its start (see typist)
 
     class Reader(picows.WSListener):
         """Records when each message reached each member. picows parses frames in C: the
@@ -139,6 +150,7 @@ async def _loadgen(pipe, urls, chats):
 
         def on_ws_connected(self, transport):
             self.greeted = loop.create_future()
+            self.n = None  # its place in `sockets`, once connected
 
         def on_ws_frame(self, transport, ws_frame):
             if ws_frame.msg_type != picows.WSMsgType.TEXT:
@@ -147,6 +159,9 @@ async def _loadgen(pipe, urls, chats):
                 self.greeted.set_result(None)
                 return
             frame = orjson.loads(ws_frame.get_payload_as_memoryview())
+            if typ["on"]:
+                typed(self.n, frame)
+                return
             if ops["on"]:
                 heard(frame)
                 return
@@ -180,19 +195,36 @@ async def _loadgen(pipe, urls, chats):
             latest, count = ops["heard"].get(key, (0.0, 0))
             ops["heard"][key] = (max(latest, time.monotonic()), count + 1)
 
+    def typed(n, frame):
+        """The typing part: when each typing push reached a member (and which chat's it was), typing
+        pushes that reached a typist's own socket, when each of the control's messages reached
+        each member, and errors."""
+        action, now = frame.get("action"), time.monotonic()
+        if action == "typing":
+            if n in typ["typists"]:
+                typ["to_typists"] += 1
+            else:
+                typ["pushes"].append((frame["chat_id"], now))
+        elif action == "new_message":
+            latest, count = typ["heard"].get(frame["data"]["text"], (0.0, 0))
+            typ["heard"][frame["data"]["text"]] = (max(latest, now), count + 1)
+        elif action == "error":
+            typ["errors"] += 1
+
     started = time.monotonic()
     semaphore = asyncio.Semaphore(50)
 
-    async def open_one(url):
+    async def open_one(n, url):
         async with semaphore:
             transport, reader = await picows.ws_connect(
                 Reader, url, websocket_handshake_timeout=60, max_frame_size=2**30
             )
+            reader.n = n
             if "access_token=" in url:  # chat.py greets with the unread frame; the bare fan-out says nothing
                 await reader.greeted
             return transport
 
-    sockets = await asyncio.gather(*(open_one(url) for url in urls))
+    sockets = await asyncio.gather(*(open_one(n, url) for n, url in enumerate(urls)))
     senders = list({chat: n for n, chat in enumerate(chats)}.values())  # the edit and delete part's: one a group
     pipe.send(("connected", len(sockets), time.monotonic() - started))
 
@@ -234,9 +266,41 @@ async def _loadgen(pipe, urls, chats):
             next_at += 1 / rate
             await asyncio.sleep(max(0, next_at - time.monotonic()))
 
+    async def typist(place, n, interval, until):
+        """Client n, from `place` (0 to 1) of an interval on: typing in its chat every `interval`
+        seconds, as a client does while someone types, and half an interval after each, the
+        control: a message to the same chat."""
+        ws, chat = sockets[n], chats[n]
+        await asyncio.sleep(place * interval)
+        seq = 0
+        next_at = time.monotonic()
+        while next_at < until:
+            typ["typed"].append((chat, time.monotonic()))
+            ws.send(picows.WSMsgType.TEXT, orjson.dumps({"action": "typing", "chat_id": chat}))
+            await asyncio.sleep(max(0, next_at + interval / 2 - time.monotonic()))
+            text = f"typing-{os.getpid()}-{n}-{seq}"
+            typ["sent"][text] = time.monotonic()
+            ws.send(picows.WSMsgType.TEXT, orjson.dumps({"action": "send_message", "chat_id": chat, "text": text}))
+            seq += 1
+            next_at += interval
+            await asyncio.sleep(max(0, next_at - time.monotonic()))
+
     while True:
         command = await loop.run_in_executor(None, pipe.recv)
-        if command[0] == "ops":
+        if command[0] == "typing":
+            _, places, interval, seconds = command
+            gc.disable()
+            typists = {chat: n for n, chat in enumerate(chats)}  # one member of each of its chats here
+            typ.update(typists={typists[chat] for _, chat in places}, typed=[], pushes=[], sent={}, heard={})
+            typ.update(on=True, to_typists=0, errors=0)
+            until = time.monotonic() + seconds
+            await asyncio.gather(*(typist(place, typists[chat], interval, until) for place, chat in places))
+            await asyncio.sleep(max(0, until - time.monotonic()) + 2)  # let the last pushes land
+            typ["on"] = False
+            pipe.send(("ran", typ["typed"], typ["pushes"], typ["to_typists"], typ["sent"], typ["heard"], typ["errors"]))
+            gc.enable()
+            gc.collect()
+        elif command[0] == "ops":
             _, rate, seconds = command
             gc.disable()
             ops.update(on=True, sent={}, heard={}, ids={}, errors={}, without_target=0, replies=0)
@@ -279,6 +343,7 @@ class Clients:
 
     def __init__(self, urls, chats, server_pids=(), processes=2):
         self.pipes, self.processes, self.server_pids = [], [], list(server_pids)
+        self.chats = [chats[part::processes] for part in range(processes)]  # each load generator's clients'
         for part in range(processes):
             ours, theirs = multiprocessing.Pipe()
             process = multiprocessing.get_context("spawn").Process(
@@ -293,8 +358,9 @@ class Clients:
         self.connect_seconds = max(reply[2] for reply in replies)
 
     def step(self, command, seconds):
-        """Start a step of `seconds` in every load generator: the CPU each group used meanwhile,
-        in cores, and the load generators' replies."""
+        """Start a step of `seconds` in every load generator (a list: one command for each): the
+        CPU each group used meanwhile, in cores, and the load generators' replies."""
+        commands = command if isinstance(command, list) else [command] * len(self.pipes)
         watched = {
             "server": self.server_pids,
             "postgres": postgres_pids(),
@@ -302,7 +368,7 @@ class Clients:
         }
         cpu_before, busy_before = {name: cpu_seconds(pids) for name, pids in watched.items()}, machine_busy()
         started = time.monotonic()
-        for pipe in self.pipes:
+        for pipe, command in zip(self.pipes, commands, strict=True):
             pipe.send(command)
         time.sleep(seconds)  # CPU is counted while the clients send
         elapsed = time.monotonic() - started
@@ -365,6 +431,69 @@ class Clients:
         result["other_errors"] = sum(errors.values())  # error replies without a request_id
         result.update(without_target=without_target, unanswered=unanswered, cpu_cores=cpu)
         return result
+
+    def typing(self, typists, interval, seconds, recipients):
+        """One member of each of `typists` groups sends typing every `interval` seconds for
+        `seconds`, and half an interval after each a message to the same group (the control): for
+        each, the time from its going out to its push (typing, new_message) having reached all
+        `recipients`. Typing pushes are told apart by chat: one typist a chat, and a push answers
+        the chat's latest typing sent before it (`interval` is far longer than any latency)."""
+        groups = sorted({chat for chats in self.chats for chat in chats})[:typists]
+        places = [[] for _ in self.pipes]
+        for k, chat in enumerate(groups):  # the typist of each group: in one load generator, in turn
+            part = next(p for p in range(k, k + len(self.pipes)) if chat in self.chats[p % len(self.pipes)])
+            places[part % len(self.pipes)].append((k / len(groups), chat))
+        cpu, replies = self.step([("typing", mine, interval, seconds) for mine in places], seconds)
+        typed, pushes, to_typists, sent, heard, errors = {}, [], 0, {}, {}, 0
+        for _, their_typed, their_pushes, their_to_typists, their_sent, their_heard, their_errors in replies:
+            for chat, when in their_typed:
+                typed.setdefault(chat, []).append(when)  # in the order sent: one typist a chat
+            pushes += their_pushes
+            to_typists += their_to_typists
+            sent.update(their_sent)
+            for key, (latest, count) in their_heard.items():
+                old_latest, old_count = heard.get(key, (0.0, 0))
+                heard[key] = (max(latest, old_latest), old_count + count)
+            errors += their_errors
+        told, strays = {}, 0  # (chat, n-th typing) -> (latest push, pushes)
+        for chat, when in pushes:
+            k = bisect.bisect_right(typed.get(chat, []), when) - 1
+            if k < 0:
+                strays += 1  # a push of no typing sent here (ought to be none)
+                continue
+            latest, count = told.get((chat, k), (0.0, 0))
+            told[(chat, k)] = (max(latest, when), count + 1)
+        done = [
+            (told[(chat, k)][0] - when) * 1000
+            for chat, times in typed.items()
+            for k, when in enumerate(times)
+            if told.get((chat, k), (0.0, 0))[1] >= recipients
+        ]
+        n_typed = sum(len(times) for times in typed.values())
+        delivered = [
+            (heard[key][0] - when) * 1000 for key, when in sent.items() if heard.get(key, (0, 0))[1] >= recipients
+        ]
+        return {
+            "typists": len(groups),
+            "interval_s": interval,
+            "seconds": seconds,
+            "typing_sent": n_typed,
+            "pushes_expected": n_typed * recipients,
+            "pushes_received": len(pushes) - strays,
+            "pushes_to_typists": to_typists,  # a typist's own sockets: ought to be 0
+            "stray_pushes": strays,
+            "not_pushed_to_all": n_typed - len(done),
+            "p50_ms": percentile(done, 50),
+            "p99_ms": percentile(done, 99),
+            "send": {  # the control: messages at the same rate, from the same clients, in the same step
+                "sent": len(sent),
+                "not_delivered_to_all": len(sent) - len(delivered),
+                "p50_ms": percentile(delivered, 50),
+                "p99_ms": percentile(delivered, 99),
+            },
+            "errors": errors,
+            "cpu_cores": cpu,
+        }
 
     def close(self):
         for pipe in self.pipes:
@@ -468,6 +597,238 @@ async def timed_get(http, path, headers, times):
     return {"p50_ms": round(percentile(samples, 50), 2), "p99_ms": round(percentile(samples, 99), 2)}
 
 
+def query(name):
+    """A statement of queries.sql, read as chat.py reads it."""
+    lines, inside = [], False
+    for line in (ROOT / "queries.sql").read_text().splitlines():
+        if line.startswith("-- name:"):
+            inside = line.removeprefix("-- name:").strip() == name
+        elif inside and line.strip() and not line.startswith("--"):
+            lines.append(line)
+    return "\n".join(lines)
+
+
+async def timed_connect(url):
+    """Open a socket and wait for the unread frame and the missed frames it announces: the time
+    that took, the unread frame (without its messages; {} if none came), how many frames
+    followed, and whether their cursors' event ids rose. A socket the server closes first (1013:
+    the database timed out, say) ends it there."""
+    loop = asyncio.get_running_loop()
+
+    class Listener(picows.WSListener):
+        def on_ws_connected(self, transport):
+            self.done, self.unread, self.frames, self.last, self.rising = loop.create_future(), None, 0, 0, True
+
+        def on_ws_frame(self, transport, ws_frame):
+            if ws_frame.msg_type != picows.WSMsgType.TEXT or self.done.done():
+                return
+            frame = orjson.loads(ws_frame.get_payload_as_memoryview())
+            if self.unread is None:
+                self.unread = {key: value for key, value in frame.items() if key != "data"}
+            else:
+                self.frames += 1
+                event_id = int(frame["cursor"].rpartition(".")[2])
+                self.rising &= event_id > self.last
+                self.last = event_id
+            if self.frames >= self.unread.get("missed", 0):
+                self.done.set_result(time.perf_counter())
+
+        def on_ws_disconnected(self, transport):
+            if not self.done.done():
+                self.done.set_result(time.perf_counter())
+
+    started = time.perf_counter()
+    transport, listener = await picows.ws_connect(Listener, url, websocket_handshake_timeout=60, max_frame_size=2**30)
+    try:
+        ended = await asyncio.wait_for(listener.done, 60)
+    finally:
+        transport.send_close(picows.WSCloseCode.OK)
+        transport.disconnect()
+        await transport.wait_disconnected()
+    return (ended - started) * 1000, listener.unread or {}, listener.frames, listener.rising
+
+
+def explained(plan):
+    """What a plan of list_user_events (EXPLAIN ANALYZE, BUFFERS, as JSON) did with `events`."""
+    nodes, stack = [], [plan["Plan"]]
+    while stack:
+        nodes.append(stack.pop())
+        stack += nodes[-1].get("Plans", [])
+    on_events = [n for n in nodes if n.get("Relation Name") == "events" or n.get("Index Name", "").startswith("events")]
+    heap = [n for n in on_events if n.get("Relation Name") == "events"]
+
+    def rows(n, key):
+        return round(n.get(key, 0) * n.get("Actual Loops", 1))
+
+    kept = sum(rows(n, "Actual Rows") for n in heap)
+    removed = sum(rows(n, "Rows Removed by Filter") + rows(n, "Rows Removed by Index Recheck") for n in heap)
+    return {
+        "scans": ", ".join(n["Node Type"] + (f" on {n['Index Name']}" if "Index Name" in n else "") for n in on_events),
+        "rows_read": kept + removed,  # rows of events the query looked at
+        "rows_kept": kept,
+        "rows_removed": removed,
+        "heap_blocks": sum(n.get("Exact Heap Blocks", 0) + n.get("Lossy Heap Blocks", 0) for n in heap),
+        "shared_hit": plan["Plan"].get("Shared Hit Blocks"),
+        "shared_read": plan["Plan"].get("Shared Read Blocks"),
+        "execution_ms": round(plan["Execution Time"], 2),
+    }
+
+
+async def resume_part(conn, base, ws_base, sender_id, their_chat, password_hash, n_events, samples):
+    """A user who missed MISSED events, and had as many before the cursor, among `n_events` events
+    of others, written straight into `events` (1,000 groups of 10 made-up users: most of them
+    new_message events of the messages in `their_chat`, the rest message_edited and chat_updated
+    frames; the user's: new_message, message_edited and chat_updated of a group with
+    `sender_id`, its missed messages unread). Connecting with `since` until the unread frame and
+    every missed frame are in, against, in turn, the same connect without `since` (the unread
+    frame only); the resume query's plan once, as the server's cache would have it at first and
+    after (generic)."""
+    ((user_id, email),) = await seed_users(conn, "resumer", 1, password_hash)
+    chat_id = await conn.fetchval(
+        "insert into chats (type, name, owner_id) values ('group', 'resume', $1) returning id", sender_id
+    )
+    await conn.execute(
+        "insert into chat_members (chat_id, user_id) values ($1, $2), ($1, $3)", chat_id, user_id, sender_id
+    )
+    await conn.execute(
+        "insert into messages (chat_id, sender_id, text) select $1, $2, 'resume ' || j from generate_series(1, $3) j",
+        chat_id,
+        sender_id,
+        2 * MISSED,
+    )
+    total = n_events + 2 * MISSED
+    started = time.monotonic()
+    # origin 'bench seed': no server process wrote them, so the server's listener reads and hands
+    # over every one, as it would have as they came (to nobody: no socket is the users').
+    await conn.execute(
+        """
+        with mine as (
+            select row_number() over (order by id) as j, id, sent_at from messages where chat_id = $3
+        ), theirs as (
+            select row_number() over (order by id) - 1 as n, id, sent_at from messages where chat_id = $4
+        ), groups as (
+            select g, array_agg(gen_random_uuid()) as user_ids
+            from generate_series(0, 999) g, generate_series(1, 10)
+            group by g
+        ), seq as (
+            select i, case when i % $6 = 0 and i / $6 <= $5 then i / $6 end as j from generate_series(1, $7) i
+        )
+        insert into events (user_ids, frame, message_id, origin)
+        select case when s.j is null then gr.user_ids else array[$1::uuid, $2::uuid] end,
+               case
+                   when s.j is null and s.i % 10 < 8 or s.j % 10 < 7 then null
+                   when s.j is null and s.i % 10 = 8 then jsonb_build_object(
+                       'action', 'message_edited', 'data', jsonb_build_object(
+                           'id', t.id, 'chat_id', 1000000 + gr.g, 'sender_uuid', gr.user_ids[1],
+                           'text', 'edited ' || s.i, 'timestamp', t.sent_at, 'read_status', 'unread',
+                           'edited_at', now()))
+                   when s.j is null then jsonb_build_object(
+                       'action', 'chat_updated', 'chat', jsonb_build_object(
+                           'id', 1000000 + gr.g, 'type', 'group', 'name', 'group ' || s.i,
+                           'members', to_jsonb(gr.user_ids), 'owner', gr.user_ids[1]))
+                   when s.j % 10 < 9 then jsonb_build_object(
+                       'action', 'message_edited', 'data', jsonb_build_object(
+                           'id', m.id, 'chat_id', $3::int, 'sender_uuid', $2::uuid, 'text', 'resume edited ' || s.j,
+                           'timestamp', m.sent_at, 'read_status', 'unread', 'edited_at', now()))
+                   else jsonb_build_object(
+                       'action', 'chat_updated', 'chat', jsonb_build_object(
+                           'id', $3::int, 'type', 'group', 'name', 'resume ' || s.j,
+                           'members', jsonb_build_array($1::uuid, $2::uuid), 'owner', $2::uuid))
+               end,
+               case when s.j is null and s.i % 10 < 8 then t.id when s.j % 10 < 7 then m.id end,
+               'bench seed'
+        from seq s
+        join groups gr on gr.g = s.i % 1000
+        join theirs t on t.n = s.i % (select count(*) from theirs)
+        left join mine m on m.j = s.j
+        order by s.i
+        """,
+        user_id,
+        sender_id,
+        chat_id,
+        their_chat,
+        2 * MISSED,
+        total // (2 * MISSED),
+        total,
+    )
+    seeded = time.monotonic() - started
+    # The cursor the client holds: it was told everything up to its first missed event.
+    first_missed = await conn.fetchval(
+        "select id from events where user_ids @> array[$1::uuid] order by id offset $2 limit 1", user_id, MISSED
+    )
+    await conn.execute(
+        "insert into unread (user_id, message_id) "
+        "select $1, message_id from events where user_ids @> array[$1::uuid] and id >= $2 and message_id is not null",
+        user_id,
+        first_missed,
+    )
+    cursor = f"{await conn.fetchval('select epoch from stream')}.{first_missed - 1}"
+    newest, kept = await conn.fetchval("select max(id) from events"), await conn.fetchval("select count(*) from events")
+    (token,) = await tokens_for(base, [email])
+    plain_url = f"{ws_base}?access_token={token}"
+    started = time.monotonic()
+    while True:  # measured once the server's listener has read them all, as in a steady state
+        async with websockets.connect(plain_url, max_size=None) as ws:
+            settled = int(orjson.loads(await ws.recv())["cursor"].rpartition(".")[2])
+        if settled >= newest:
+            break
+        if time.monotonic() - started > 900:
+            raise SystemExit("the server's listener did not read the seeded events within 15 minutes")
+        await asyncio.sleep(1)
+    caught_up = time.monotonic() - started
+
+    resumed, plain, wrong = [], [], 0
+    for _ in range(samples):
+        took, unread, frames, rising = await timed_connect(f"{plain_url}&since={cursor}")
+        resumed.append(took)
+        wrong += not (unread.get("resumed") is True and unread.get("missed") == frames == MISSED and rising)
+        took, unread, frames, _ = await timed_connect(plain_url)
+        plain.append(took)
+        wrong += not (unread.get("resumed") is False and frames == 0)
+    stats = await conn.fetchrow(
+        "select last_autoanalyze, last_analyze, last_autovacuum from pg_stat_user_tables where relname = 'events'"
+    )
+    plans = {}
+    await conn.execute(f"prepare bench_resume as {query('list_user_events')}")
+    for mode in ("force_custom_plan", "force_generic_plan"):
+        await conn.execute(f"set plan_cache_mode = {mode}")
+        plan = await conn.fetchval(
+            # 5001: chat.py's RESUME_EVENTS + 1
+            f"explain (analyze, buffers, format json) execute bench_resume('{user_id}', {first_missed - 1}, 0, 5001)"
+        )
+        plans[mode] = explained(json.loads(plan)[0])
+    await conn.execute("reset plan_cache_mode; deallocate bench_resume")
+    # What the server's statement cache makes of it: asyncpg prepares each statement once a
+    # connection, and PostgreSQL may swap the custom plans for a generic one after five runs.
+    statement = await conn.prepare(query("list_user_events"))
+    for _ in range(10):
+        await statement.fetch(user_id, first_missed - 1, 0, 5001)
+    cached = await conn.fetchrow(
+        "select generic_plans, custom_plans from pg_prepared_statements where name = $1", statement.get_name()
+    )
+    return {
+        "events_kept": kept,
+        "others": n_events,
+        "missed": MISSED,
+        "before_cursor": MISSED,
+        "unread": await conn.fetchval("select count(*) from unread where user_id = $1", user_id),
+        "samples": samples,
+        "wrong": wrong,  # samples not resumed with exactly the missed frames, in order (or the control resumed)
+        "p50_ms": round(percentile(resumed, 50), 1),
+        "p99_ms": round(percentile(resumed, 99), 1),
+        "without_since_p50_ms": round(percentile(plain, 50), 1),
+        "without_since_p99_ms": round(percentile(plain, 99), 1),
+        "seed_s": round(seeded, 1),
+        "listener_caught_up_s": round(caught_up, 1),  # the server's listener, reading the seeded rows
+        "analyzed": stats is not None and (stats["last_autoanalyze"] or stats["last_analyze"]) is not None,
+        "vacuumed": stats is not None and stats["last_autovacuum"] is not None,
+        "plan": plans["force_custom_plan"],
+        "generic_plan": plans["force_generic_plan"],
+        "cached_plans_in_10_runs": dict(cached) if cached else None,  # on one connection, as in the server's pool
+        "samples_ms": [round(took, 1) for took in resumed],
+    }
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller numbers, for trying the harness out")
@@ -478,6 +839,9 @@ def main():
     n_idle = 500 if quick else 5000
     n_unread = 1000 if quick else 10_000
     n_history = 50_000 if quick else 1_000_000
+    n_resume = 100_000 if quick else 1_000_000  # events of others kept, around the resuming user's
+    resume_samples = 20 if quick else 50
+    typing_seconds = 9 if quick else 21
     step_seconds = 3 if quick else 6
     results = {"machine": f"{platform.node()} {os.cpu_count()} cores, Python {platform.python_version()}"}
 
@@ -496,7 +860,8 @@ def main():
     server, port = start(["chat.py"], env)
     base, ws_base = f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/connect"
     try:
-        asyncio.run(_run(results, url, env, server, base, ws_base, n_users, n_idle, n_unread, n_history, step_seconds))
+        sizes = n_users, n_idle, n_unread, n_history, n_resume, resume_samples, typing_seconds, step_seconds
+        asyncio.run(_run(results, url, env, server, base, ws_base, sizes))
     finally:
         server.terminate()
         server.wait(10)
@@ -506,7 +871,8 @@ def main():
     print(f"\nJSON: {args.out}")
 
 
-async def _run(results, url, env, server, base, ws_base, n_users, n_idle, n_unread, n_history, step_seconds):
+async def _run(results, url, env, server, base, ws_base, sizes):
+    n_users, n_idle, n_unread, n_history, n_resume, resume_samples, typing_seconds, step_seconds = sizes
     conn = await asyncpg.connect(url)
     cheap_hash = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode()
     users = await seed_users(conn, "u", n_users, cheap_hash)
@@ -573,6 +939,20 @@ async def _run(results, url, env, server, base, ws_base, n_users, n_idle, n_unre
     results["edit_delete"] = clients.ops(EDIT_RATE, step_seconds * 4, GROUP_SIZE - 1)
     results["edit_delete"]["events_rows_before"] = events
     print(f"    {results['edit_delete']}", flush=True)
+    await asyncio.sleep(2)
+
+    print("typing", flush=True)
+    before = await conn.fetchrow("select count(*), coalesce(max(id), 0) as newest from events")
+    typists = min(TYPISTS, len(set(chats)))
+    results["typing"] = clients.typing(typists, TYPING_INTERVAL, typing_seconds, GROUP_SIZE - 1)
+    written = await conn.fetch(
+        "select coalesce(frame ->> 'action', 'new_message') as action, count(*) from events where id > $1 group by 1",
+        before["newest"],
+    )
+    results["typing"]["events_rows_before"] = before["count"]
+    results["typing"]["events_rows_after"] = await conn.fetchval("select count(*) from events")
+    results["typing"]["events_written"] = {row["action"]: row["count"] for row in written}  # typing: none
+    print(f"    {results['typing']}", flush=True)
     await asyncio.sleep(2)
 
     print("login storm", flush=True)
@@ -706,6 +1086,12 @@ async def _run(results, url, env, server, base, ws_base, n_users, n_idle, n_unre
                 http, f"/history/{chat_id}?before_id={depth_id}&page_size=50", headers, 200
             ),
         }
+
+    print(f"resume: seeding {n_resume:,} events of others", flush=True)
+    results["resume"] = await resume_part(
+        conn, base, ws_base, users[0][0], chat_id, cheap_hash, n_resume, resume_samples
+    )
+    print(f"    {results['resume']}", flush=True)
     await conn.close()
 
 
@@ -775,6 +1161,33 @@ def print_table(r):
             )
         if any(troubles.values()):
             rows.append(("edit and delete part: trouble", "", ", ".join(f"{v} {k}" for k, v in troubles.items() if v)))
+    if "typing" in r:  # not in runs from before typing was measured
+        ty, send = r["typing"], r["typing"]["send"]
+        rows.append(
+            (
+                f"typing → pushed to {GROUP_SIZE - 1}, {ty['typists']} typists, p50/p99 ms",
+                f"{ms(ty['p50_ms'])} / {ms(ty['p99_ms'])}",
+                f"every {ty['interval_s']} s each; send → new_message at the same rate {ms(send['p50_ms'])} / "
+                f"{ms(send['p99_ms'])}",
+            )  # fmt: skip
+        )
+        written = ", ".join(f"{count} {action}" for action, count in sorted(ty["events_written"].items()))
+        rows.append(
+            (
+                "typing pushes received / expected",
+                f"{ty['pushes_received']} / {ty['pushes_expected']}",
+                f"{ty['pushes_to_typists']} to the typists' own sockets; events rows {ty['events_rows_before']:,} → "
+                f"{ty['events_rows_after']:,} (written: {written or 'none'}; typing writes none)",
+            )  # fmt: skip
+        )
+        troubles = {
+            "typing sends not pushed to all": ty["not_pushed_to_all"],
+            "control messages not delivered to all": send["not_delivered_to_all"],
+            "error replies": ty["errors"],
+            "pushes of no typing sent": ty["stray_pushes"],
+        }
+        if any(troubles.values()):
+            rows.append(("typing part: trouble", "", ", ".join(f"{v} {k}" for k, v in troubles.items() if v)))
     rows += [
         (f"{idle['sockets']} idle sockets: server memory per socket", f"{idle['kib_per_socket']} KiB", ""),
         ("connects/s (handshake + auth + unread frame)", idle["connects_per_s"], ""),
@@ -794,6 +1207,29 @@ def print_table(r):
             f"{h['page_1000_before_id']['p50_ms']} / {h['page_1000_before_id']['p99_ms']}",
             "",
         ),  # fmt: skip
+    ]
+    if "resume" in r:  # not in runs from before resume was measured
+        rs, plan, generic = r["resume"], r["resume"]["plan"], r["resume"]["generic_plan"]
+        cached = rs.get("cached_plans_in_10_runs") or {}
+        rows.append(
+            (
+                f"resume: {rs['missed']:,} missed among {rs['others']:,} events, p50/p99 ms",
+                f"{rs['p50_ms']:.0f} / {rs['p99_ms']:.0f}",
+                f"the same connect without since {rs['without_since_p50_ms']:.0f} / {rs['without_since_p99_ms']:.0f}"
+                f"; {rs['samples']} each, {rs['wrong']} wrong; {rs['unread']} unread",
+            )  # fmt: skip
+        )
+        rows.append(
+            (
+                "resume query: rows of events read",
+                f"{plan['rows_read']:,}",
+                f"{plan['rows_kept']} after the cursor, {plan['rows_removed']} filtered out; {plan['scans']}; "
+                f"{plan['execution_ms']} ms; the generic plan (PostgreSQL's for {cached.get('generic_plans', '?')} "
+                f"of 10 runs of one prepared statement): {generic['rows_read']:,} rows, {generic['scans']}, "
+                f"{generic['execution_ms']} ms",
+            )  # fmt: skip
+        )
+    rows += [
         (
             "p99 ms at 50% without / with 20 logins/s",
             f"{storm['p99_ms_without']:.0f} / {storm['p99_ms_with']:.0f}",

@@ -1,15 +1,28 @@
 // The browser client: plain JavaScript modules, no build step. This one signs you up and in,
 // and routes what the socket says to the chat list (chats.js), the open chat (pane.js), a
-// group's members (members.js) and the people picker (people.js); connection.js keeps the
-// socket up.
+// group's members (members.js), the people picker (people.js) and who is typing (typing.js);
+// connection.js keeps the socket up, and resumes where the page left off.
 import { loadChats, noteUnread, notify, renderChats, renderNotifyButton, showNotice } from "./chats.js";
-import { $, api, chatTitle, clearSession, loadSession, saveSession, setProblem, state } from "./common.js";
+import {
+  $,
+  api,
+  chatTitle,
+  clearSession,
+  forgetCursors,
+  loadCursor,
+  loadSession,
+  saveCursor,
+  saveSession,
+  setProblem,
+  state,
+} from "./common.js";
 import { connect } from "./connection.js";
 import { membersAnswered, membersRefused, renderMembers } from "./members.js";
 import {
   changeRefused,
   chatChanged,
   closeChat,
+  markSeen,
   messageDeleted,
   messageEdited,
   openChat,
@@ -21,6 +34,7 @@ import {
   updateMessage,
 } from "./pane.js";
 import { chatRefused, chatStarted, isListed, openPicker, refreshPeople, renderPresence } from "./people.js";
+import { heardTyping, stoppedTyping } from "./typing.js";
 
 // --- Signing up and in ---------------------------------------------------------------------
 
@@ -86,6 +100,7 @@ async function submit(signingUp) {
     Object.assign(state, { token: body.access_token, me: body.user_uuid, email });
     if (body.name) state.name = body.name;
     saveSession($("remember").checked);
+    forgetCursors(); // a new session starts from nothing
     await start();
   } catch (error) {
     showProblems(...explain(error));
@@ -115,6 +130,7 @@ async function start() {
   }
   renderMe();
   renderNotifyButton();
+  loadCursor(); // after a reload of this tab: the socket resumes where the page was
   $("auth").hidden = true;
   $("app").hidden = false;
   connect({ onFrame: handle, onOnline: setComposerOnline, onRefused: logOut });
@@ -137,9 +153,15 @@ function learnMyName() {
 
 // --- What the socket says ----------------------------------------------------------------------
 
+let loaded = false; // this page has read its chats (a reload starts again from nothing)
+let synced = false; // what the page shows is the stream up to state.cursor
+
 const handlers = {
-  // The first frame on every connection: what is unread now, page by page.
-  async unread_messages({ data, more }) {
+  // The first frame on every connection: what is unread now, page by page. Resumed, the frames
+  // missed since the page's cursor follow it, and bring the chat list and the open chat up to
+  // date; otherwise (a first connect, a reload, a cursor too old) they are read afresh.
+  async unread_messages({ data, more, resumed }) {
+    synced = false;
     state.unread.clear();
     data.forEach(noteUnread);
     while (more && data.length) {
@@ -147,11 +169,18 @@ const handlers = {
       page.messages.forEach(noteUnread);
       ({ messages: data, more } = page);
     }
-    await loadChats(); // counts and order as they are now
+    if (resumed && loaded) {
+      renderChats();
+      markSeen(); // the open chat's unread messages are drawn by the missed frames next in line
+    } else {
+      await loadChats(); // counts and order as they are now
+      loaded = true;
+      if (state.open !== null && !state.chats.has(state.open)) closeChat(); // you left it elsewhere meanwhile
+      if (state.open !== null) await refreshOpenChat();
+    }
     learnMyName();
-    refreshPeople().catch(() => {});
-    if (state.open !== null && !state.chats.has(state.open)) closeChat(); // you left it elsewhere meanwhile
-    if (state.open !== null) await refreshOpenChat();
+    refreshPeople().catch(() => {}); // who is online is not in the stream: asked again
+    synced = true;
   },
   async chat_created({ chat, request_id }) {
     if (!state.chats.has(chat.id)) {
@@ -172,12 +201,18 @@ const handlers = {
     sendAnswered(request_id);
     receive(data);
   },
-  new_message({ data }) {
-    if (data.sender_uuid !== state.me) {
+  // A missed message a resume brings again is unread only if its unread frame said so (and
+  // counted it): one it left out was read meanwhile, on another device. Either way it is not
+  // news to notify of. It may be on the page already (keep messages by id).
+  new_message({ data }, replayed) {
+    stoppedTyping(data.chat_id, data.sender_uuid);
+    if (data.sender_uuid !== state.me && !replayed) {
       noteUnread(data);
       notify(data);
     }
-    if (!state.chats.has(data.chat_id)) return loadChats();
+    // A chat you do not know of: new (/chats has it), or, for a missed message, one you have
+    // left since (its chat_removed is on its way).
+    if (!state.chats.has(data.chat_id)) return replayed ? undefined : loadChats();
     receive(data);
   },
   messages_read({ data }) {
@@ -231,6 +266,7 @@ const handlers = {
     }
     renderChats();
   },
+  typing: heardTyping,
   presence({ data }) {
     if (data.online) state.online.add(data.user_uuid);
     else state.online.delete(data.user_uuid);
@@ -240,6 +276,7 @@ const handlers = {
     renderMembers();
   },
   error(frame) {
+    if (frame.request_id === "typing") return; // a chat gone meanwhile, say: no news
     if (frame.request_id === "new-chat") return chatRefused(frame);
     if (sendRefused(frame) || changeRefused(frame) || membersRefused(frame)) return;
     // A mark_read: what it would have marked comes back in the next connection's unread frame.
@@ -247,17 +284,33 @@ const handlers = {
   },
 };
 
-function handle(frame) {
+let handled = Promise.resolve(); // the frames before this one, handled in turn
+
+// One frame at a time, in the order they came: the missed frames of a resume go on top of what
+// its unread frame set up, and a frame's cursor is kept only once it is on the page (and all
+// before it). A request that fails on the way (the server going away mid-page) leaves the page
+// behind the stream: its cursor is forgotten, and the next connection loads everything afresh.
+function handle(frame, replayed) {
   const handler = handlers[frame.action];
-  // A request that fails on the way (the server going away mid-page) is done again on the
-  // next connection, which starts with a fresh unread frame.
-  if (handler) Promise.resolve(handler(frame)).catch((error) => console.warn(frame.action, error));
+  if (!handler) return;
+  handled = handled
+    .then(() => handler(frame, replayed))
+    .then(
+      () => synced && frame.cursor && saveCursor(frame.cursor),
+      (error) => {
+        synced = false;
+        saveCursor(null);
+        console.warn(frame.action, error);
+      },
+    );
 }
 
 // A message arrived (yours or someone's): update its chat, and show it if that chat is open.
+// A missed one may be older than the chat's last message (yours, sent just before the socket
+// dropped): the preview stays the newest.
 function receive(message) {
   const chat = state.chats.get(message.chat_id);
-  if (chat) chat.last_message = message;
+  if (chat && !(chat.last_message?.id > message.id)) chat.last_message = message;
   if (message.chat_id === state.open) showMessage(message);
   renderChats();
 }

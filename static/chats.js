@@ -2,6 +2,7 @@
 // count in the title, the favicon, and desktop notifications once you allow them.
 import { $, api, chatTitle, el, nameOf, shortWhen, state } from "./common.js";
 import { openChat, renderEmptyPane } from "./pane.js";
+import { typingText } from "./typing.js";
 
 export async function loadChats() {
   const { chats } = await api("/chats");
@@ -46,8 +47,9 @@ function chatItem(chat) {
   const last = chat.last_message;
   if (last) top.append(el("time", "when", shortWhen(new Date(last.timestamp))));
   const preview = last ? `${last.sender_uuid === state.me ? "You: " : ""}${last.text}` : "No messages yet";
+  const typing = typingText(chat.id); // while someone types, it says so instead
   const bottom = el("span", "bottom");
-  bottom.append(el("span", "preview", preview));
+  bottom.append(el("span", typing ? "preview typing" : "preview", typing || preview));
   const unread = unreadIn(chat.id);
   if (unread) {
     const badge = el("span", "badge", String(unread));

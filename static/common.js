@@ -14,6 +14,7 @@ export const state = {
   unread: new Map(), // chat id -> Set of message ids you have not marked read
   online: new Set(), // uuids of users with a socket open
   open: null, // the open chat's id
+  cursor: null, // where the page is in the server's event stream (see saveCursor)
 };
 
 // --- The session ---------------------------------------------------------------------
@@ -35,6 +36,32 @@ export function saveSession(remember) {
 
 export function clearSession() {
   for (const store of [sessionStorage, localStorage]) KEYS.forEach((key) => store.removeItem(key));
+  forgetCursors();
+}
+
+// --- The stream's cursor ---------------------------------------------------------------
+// The cursor of the last frame the page has taken in: reconnecting with it (since=) brings
+// what was missed meanwhile, after a dropped socket or a reload of this tab. In
+// sessionStorage, under the user's uuid: one person's cursor is never another's, and
+// logging in or out forgets them all.
+
+const cursorKey = () => `cursor:${state.me}`;
+
+export function loadCursor() {
+  state.cursor = sessionStorage.getItem(cursorKey());
+}
+
+// null forgets it: the next connection then loads everything afresh.
+export function saveCursor(cursor) {
+  state.cursor = cursor;
+  if (cursor) sessionStorage.setItem(cursorKey(), cursor);
+  else sessionStorage.removeItem(cursorKey());
+}
+
+export function forgetCursors() {
+  state.cursor = null;
+  const keys = Array.from({ length: sessionStorage.length }, (_, i) => sessionStorage.key(i));
+  keys.filter((key) => key.startsWith("cursor:")).forEach((key) => sessionStorage.removeItem(key));
 }
 
 // --- HTTP ----------------------------------------------------------------------------

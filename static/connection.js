@@ -11,7 +11,8 @@ let ticker = null; // the countdown on the banner
 let deadline = 0; // when the next try starts
 let hooks = {};
 
-// hooks: onFrame(frame), onOnline(online), onRefused() (the token is no longer accepted).
+// hooks: onFrame(frame, replayed), onOnline(online), onRefused() (the token is no longer
+// accepted). `replayed`: the frame is one a resume brings again, missed while the socket was away.
 export function connect(callbacks) {
   hooks = callbacks;
   open();
@@ -29,18 +30,27 @@ export function isOnline() {
 
 function open() {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
-  const socket = new WebSocket(`${scheme}://${location.host}/connect?access_token=${encodeURIComponent(state.token)}`);
+  // With the cursor of the last frame taken in, the server says what was missed since.
+  const since = state.cursor ? `&since=${encodeURIComponent(state.cursor)}` : "";
+  const token = encodeURIComponent(state.token);
+  const socket = new WebSocket(`${scheme}://${location.host}/connect?access_token=${token}${since}`);
   ws = socket;
+  let owed = 0; // the missed frames still to come, right after a resumed unread frame
   socket.onmessage = (event) => {
     const frame = JSON.parse(event.data);
+    let replayed = false;
     if (frame.action === "unread_messages") {
       // Only a socket that got this far counts as connected: a server that accepts and then
       // closes at once (its database is down) keeps backing off.
       retries = 0;
       banner(null);
       hooks.onOnline(true);
+      owed = frame.resumed ? frame.missed || 0 : 0;
+    } else if (owed > 0) {
+      owed -= 1;
+      replayed = true;
     }
-    hooks.onFrame(frame);
+    hooks.onFrame(frame, replayed);
   };
   socket.onclose = () => {
     if (ws !== socket) return;

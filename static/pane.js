@@ -1,10 +1,11 @@
 // The open chat: its messages a page of history at a time, a line for each day, the view
 // following new messages (or a "New messages" pill when you have scrolled up), editing and
-// deleting them in place, the composer.
+// deleting them in place, the composer (and under it, who is typing: typing.js).
 import { renderChats, showNotice } from "./chats.js";
 import { $, api, button, chatTitle, clockTime, dayLabel, el, fullTime, nameOf, setProblem, state } from "./common.js";
 import { send } from "./connection.js";
 import { renderMembers, resetMembers } from "./members.js";
+import { renderTyping } from "./typing.js";
 
 const PAGE_SIZE = 50;
 const NEAR_PX = 40; // this close to the bottom counts as at the bottom, to the top as the top
@@ -29,6 +30,7 @@ export async function openChat(id) {
   showNotice("");
   resetMembers();
   renderChats();
+  renderTyping();
   await loadOlder();
   if (state.open !== id) return; // another chat was opened meanwhile
   scrollToEnd();
@@ -45,6 +47,7 @@ export function closeChat() {
   forgetMessages();
   resetMembers();
   renderChats();
+  renderTyping();
   $("chat-list").querySelector(`li[data-id="${id}"] button`)?.focus();
 }
 
@@ -176,6 +179,14 @@ export function messageDeleted({ id }) {
 function atBottom() {
   const scroller = $("scroller");
   return scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < NEAR_PX;
+}
+
+// Something under the messages (the typing line) came or went, and their pane shrank or grew:
+// a view that was at the bottom stays there.
+export function keepAtBottom(change) {
+  const follow = atBottom();
+  change();
+  if (follow) $("scroller").scrollTop = $("scroller").scrollHeight;
 }
 
 function scrollToEnd() {

@@ -352,9 +352,10 @@ class Socket:
 
 
 async def open_socket(ws_url, headers):
-    """A connected Socket, with the unread frame already read into `.unread`."""
+    """A connected Socket, with the unread frame already read: `.first`, and its data in `.unread`."""
     sock = Socket(await websockets.connect(ws_url, additional_headers=headers, max_queue=None))
-    sock.unread = (await sock.recv_action("unread_messages"))["data"]
+    sock.first = await sock.recv_action("unread_messages")
+    sock.unread = sock.first["data"]
     return sock
 
 
@@ -370,6 +371,21 @@ async def connect(server):
     yield connect_user
     for sock in sockets:
         await sock.close()
+
+
+LIMITS = {"AUTH_RATE_PER_MIN": "100000", "RATE_BURST": "100000", "RATE_PER_SEC": "100000"}
+FAST_BEAT = {"HEARTBEAT_SECONDS": "0.5"}  # a killed process is taken for dead after 1.5 s
+
+
+@pytest.fixture
+def two_servers(database_url, tmp_path):
+    """Two `python chat.py` processes on two ports, sharing the session's database."""
+    env = {"DATABASE_URL": database_url, "JWT_SECRET": JWT_SECRET, **LIMITS, **FAST_BEAT}
+    with running_server(tmp_path / "one.log", **env) as one, running_server(tmp_path / "two.log", **env) as two:
+        yield one, two
+        for server in (one, two):
+            if server.process.poll() is None:
+                assert "Traceback" not in server.log_path.read_text()
 
 
 @pytest.fixture

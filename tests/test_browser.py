@@ -5,6 +5,7 @@ Screenshots of each step go to test-output/browser/: look at them.
 """
 
 import asyncio
+import json
 import os
 import re
 import subprocess
@@ -12,6 +13,8 @@ import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
+from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
@@ -80,11 +83,13 @@ def _page(context):
     return page
 
 
-def _person(new_context, url, name, email=None, init_script=None, **context_options):
-    """A fresh browser profile that signs `name` up through the page."""
+def _person(new_context, url, name, email=None, init_script=None, setup=None, **context_options):
+    """A fresh browser profile that signs `name` up through the page; `setup(context)` first."""
     context = new_context(**context_options)
     if init_script:
         context.add_init_script(init_script)
+    if setup:
+        setup(context)
     page = _page(context)
     page.goto(url)
     page.fill("#name", name)
@@ -634,6 +639,238 @@ def test_reconnecting_after_a_restart(own_server, new_context):
     expect(fay.locator(".message.mine")).to_have_count(2)
 
 
+# --- A dropped socket resumes where it was ------------------------------------------------------
+
+
+class Line:
+    """A browser profile's sockets, through Playwright (route_web_socket) with their frames
+    untouched: the test cuts the open one, as a network that drops would, and turns new ones
+    away while the person is `away`."""
+
+    def __init__(self):
+        self.away = False
+        self.sockets = []
+
+    def attach(self, context):
+        context.route_web_socket(re.compile(r"/connect\?"), self._route)
+
+    def _route(self, ws):
+        self.sockets.append(ws)
+        if self.away:
+            ws.close()
+        else:
+            ws.connect_to_server()
+
+    def cut(self, page):
+        self.away = True
+        self.sockets[-1].close()
+        expect(page.locator("#status")).to_be_visible()
+
+    def mend(self, page):
+        """Back: "Reconnect now" (the next try may be under way already)."""
+        self.away = False
+        page.click("#reconnect")
+        expect(page.locator("#status")).to_be_hidden(timeout=15_000)
+
+
+def _sockets(page):
+    """Every socket the page opens from now on: its url and the frames it got, in order."""
+    opened = []
+
+    def record(ws):
+        socket = SimpleNamespace(url=ws.url, frames=[])
+        opened.append(socket)
+        ws.on("framereceived", lambda payload: socket.frames.append(json.loads(payload)))
+
+    page.on("websocket", record)
+    return opened
+
+
+def _connected(opened):
+    """The newest socket that got its unread frame, that frame, and the missed frames after it."""
+    socket = [s for s in opened if s.frames][-1]
+    first = socket.frames[0]
+    assert first["action"] == "unread_messages"
+    return socket, first, socket.frames[1 : 1 + first.get("missed", 0)]
+
+
+def _requests(page, path):
+    """The urls of the page's requests whose path matches `path`, from now on (a list the test
+    may clear)."""
+    seen = []
+    page.on("request", lambda request: re.fullmatch(path, urlsplit(request.url).path) and seen.append(request.url))
+    return seen
+
+
+def _stored_cursor(page):
+    """The cursor the page keeps for its user."""
+    return page.evaluate(f"sessionStorage.getItem('cursor:{_uuid(page)}')")
+
+
+def test_a_dropped_socket_catches_up_without_a_reload(server, new_context, database_url):
+    """bob's socket drops; alice sends, edits, deletes and reads meanwhile, and bob's phone reads
+    one of her messages. Reconnecting with since=, bob's page shows all of it from the missed
+    frames alone: no /history, no /chats; what the phone read is not unread, and nothing missed
+    makes a notification."""
+    tag = uuid.uuid4().hex[:6]
+    alice_name, bob_name, group = f"alice-{tag}", f"bob-{tag}", f"crew-{tag}"
+    line = Line()
+    alice = _person(new_context, server.url, alice_name)
+    bob = _person(new_context, server.url, bob_name, init_script=NOTIFICATIONS, setup=line.attach)
+    bob.click("#notify")  # notifications allowed (the stand-in records them)
+    sockets, history, chats = _sockets(bob), _requests(bob, r"/history/\d+"), _requests(bob, "/chats")
+
+    _start_chat(alice, [bob_name])
+    expect(alice.locator("#chat-title")).to_have_text(bob_name)
+    _send(alice, "first from alice")
+    _send(alice, "a word to take back")
+    _start_chat(alice, [bob_name], group_name=group)  # alice looks at the group from now on
+    expect(alice.locator("#chat-title")).to_have_text(group)
+    _chat(bob, alice_name).click()
+    _send(bob, "bob one")
+    _send(bob, "bob two")
+    expect(_chat(alice, bob_name).locator(".badge")).to_have_text("2")
+    expect(_message(bob, "bob two")).to_have_attribute("data-status", "unread")
+    cursor = _stored_cursor(bob)
+    assert cursor
+
+    # bob's socket drops: the server sees him go (his dot goes out on alice's page).
+    line.cut(bob)
+    expect(_chat(alice, bob_name)).not_to_have_class(ONLINE)
+    # Meanwhile his phone reads one message of the group's, and leaves the next one unread.
+    phone = _log_in(new_context, server.url, bob_name, viewport=PHONE)
+    _send(alice, "group: read on the phone")
+    _chat(phone, group).click()
+    expect(phone.locator(".message .text").last).to_have_text("group: read on the phone")
+    expect(_message(alice, "group: read on the phone")).to_have_attribute("data-status", "read")
+    phone.click("#back")
+    _send(alice, "group: still unread")
+    # alice reads bob's messages, sends, edits and deletes.
+    _chat(alice, bob_name).click()
+    expect(_chat(alice, bob_name).locator(".badge")).to_have_count(0)
+    _send(alice, "sent while you were away")
+    first = _message(alice, "first from alice")
+    first.hover()
+    _button(first, "Edit").click()
+    first.locator("textarea").fill("first from alice, edited")
+    first.locator("textarea").press("Enter")
+    expect(first.locator(".edited")).to_be_visible()
+    _delete(alice, _message(alice, "a word to take back"))
+    expect(alice.locator(".message", has_text="a word to take back")).to_have_count(0)
+    expect(bob.locator(".message", has_text="sent while you were away")).to_have_count(0)  # bob is away
+
+    # bob is back, his tab in the background: his page catches up, no reload.
+    _hide_tab(bob, True)
+    history.clear()
+    chats.clear()
+    line.mend(bob)
+    expect(bob.locator(".message .text")).to_have_text(
+        ["first from alice, edited", "bob one", "bob two", "sent while you were away"]
+    )
+    expect(_message(bob, "first from alice").locator(".edited")).to_be_visible()
+    expect(_message(bob, "bob one")).to_have_attribute("data-status", "read")
+    expect(_message(bob, "bob two").locator(".mark")).to_have_text(" ✓✓ read")
+    # Unread: alice's message in the open chat (his tab is hidden) and the group's second
+    # message; not the one his phone read.
+    expect(_chat(bob, alice_name).locator(".badge")).to_have_text("1")
+    expect(_chat(bob, group).locator(".badge")).to_have_text("1")
+    expect(_chat(bob, group).locator(".preview")).to_have_text("group: still unread")
+    expect(bob).to_have_title("(2) chat")
+    assert bob.evaluate("window.shown") == []  # nothing missed is news to notify of
+    socket, unread, missed = _connected(sockets)
+    assert f"since={cursor}" in socket.url, socket.url
+    assert (unread["resumed"], unread["cursor"]) == (True, cursor)
+    assert len(missed) == unread["missed"]
+    assert [frame["action"] for frame in missed][-6:] == [
+        "new_message",  # read on the phone
+        "new_message",  # still unread
+        "messages_read",  # alice read "bob one" and "bob two"
+        "new_message",
+        "message_edited",
+        "message_deleted",
+    ]
+    assert all(frame["cursor"] for frame in missed)
+    assert history == [] and chats == []
+    assert _stored_cursor(bob) == missed[-1]["cursor"]
+
+    # Live again: a new message from alice notifies; back in the tab, all is read.
+    _send(alice, "and one more, live")
+    expect(bob).to_have_title("(3) chat")
+    assert bob.evaluate("window.shown") == [{"title": alice_name, "body": "and one more, live"}]
+    _hide_tab(bob, False)
+    expect(bob).to_have_title("(1) chat")
+    expect(_message(alice, "and one more, live")).to_have_attribute("data-status", "read")
+    _shot(bob, "35-bob-caught-up")
+
+    # Away for longer than the server keeps events (as if pruned): the cursor cannot be resumed,
+    # and the page loads its chats and the open chat afresh instead.
+    line.cut(bob)
+    _send(alice, "after the events were pruned")
+    before = _sql(database_url, "select pruned_through from stream")
+    _sql(database_url, "update stream set pruned_through = (select max(id) from events)")
+    try:
+        history.clear()
+        chats.clear()
+        line.mend(bob)
+        expect(bob.locator(".message .text").last).to_have_text("after the events were pruned")
+    finally:
+        _sql(database_url, "update stream set pruned_through = $1", before)
+    socket, unread, missed = _connected(sockets)
+    assert "since=" in socket.url and unread["resumed"] is False and missed == []
+    assert history and chats
+    expect(bob.locator(".message .text")).to_have_count(6)
+    expect(_chat(bob, group).locator(".badge")).to_have_text("1")
+    assert _stored_cursor(bob) == unread["cursor"] != cursor
+
+
+def test_a_reload_resumes_and_logging_out_forgets_the_cursor(server, new_context):
+    tag = uuid.uuid4().hex[:6]
+    cam_name, dev_name = f"cam-{tag}", f"dev-{tag}"
+    line = Line()
+    cam = _person(new_context, server.url, cam_name)
+    dev = _person(new_context, server.url, dev_name, setup=line.attach)
+    sockets = _sockets(dev)
+    _start_chat(cam, [dev_name])
+    _send(cam, "before the reload")
+    expect(_chat(dev, cam_name).locator(".badge")).to_have_text("1")
+
+    # dev's socket drops, a message comes meanwhile, and dev reloads the tab: the reload
+    # resumes from the cursor kept in sessionStorage, and counts the message once.
+    line.cut(dev)
+    _send(cam, "while dev reloads")
+    line.away = False
+    dev.reload()
+    expect(_chat(dev, cam_name).locator(".badge")).to_have_text("2")
+    expect(_chat(dev, cam_name).locator(".preview")).to_have_text("while dev reloads")
+    expect(dev).to_have_title("(2) chat")
+    socket, unread, missed = _connected(sockets)
+    assert "since=" in socket.url and unread["resumed"] is True
+    assert missed[-1]["action"] == "new_message" and missed[-1]["data"]["text"] == "while dev reloads"
+    _chat(dev, cam_name).click()
+    expect(dev.locator(".message .text")).to_have_text(["before the reload", "while dev reloads"])
+    expect(dev).to_have_title("chat")
+
+    # A cursor the server cannot resume (of another database, say): the page loads afresh.
+    dev.evaluate("sessionStorage.setItem('cursor:' + sessionStorage.getItem('me'), 'elsewhere.1')")
+    dev.reload()
+    expect(_chat(dev, cam_name).locator(".preview")).to_have_text("while dev reloads")
+    socket, unread, _ = _connected(sockets)
+    assert "since=elsewhere.1" in socket.url and unread["resumed"] is False
+    expect(dev.locator("#status")).to_be_hidden()
+    assert _stored_cursor(dev) == unread["cursor"]
+
+    # Logging out forgets the cursor: the next session in this tab starts without one.
+    dev.click("#logout")
+    expect(dev.locator("#auth")).to_be_visible()
+    assert dev.evaluate("Object.keys(sessionStorage).filter(key => key.startsWith('cursor:'))") == []
+    dev.fill("#email", f"{dev_name}@example.com")
+    dev.fill("#password", PASSWORD)
+    dev.click("#login")
+    expect(_chat(dev, cam_name)).to_be_visible()
+    socket, unread, _ = _connected(sockets)
+    assert "since=" not in socket.url and unread["resumed"] is False
+
+
 # --- Looks and keys ------------------------------------------------------------------------------
 
 
@@ -1030,6 +1267,100 @@ def test_a_group_s_members_change_live(server, new_context):
     expect(dan.locator("#member-list li .tag")).to_have_text("owner")
     expect(dan.locator("#rename-form")).to_be_visible()
     expect(dan.locator("#group-rename")).to_have_value(renamed)
+
+
+# --- Who is typing --------------------------------------------------------------------------------
+
+
+# Records in the page, with the time, what the chat list's previews say whenever it is redrawn.
+WATCH_PREVIEWS = """() => {
+    window.previews = [];
+    const note = () => window.previews.push([performance.now(),
+        [...document.querySelectorAll("#chat-list .preview")].map(preview => preview.textContent).join(" | ")]);
+    new MutationObserver(note).observe(document.getElementById("chat-list"), {childList: true, subtree: true});
+}"""
+
+
+def _typing_sent():
+    """A list of the typing commands a profile's pages send, and the setup that fills it."""
+    sent = []
+
+    def record(ws):
+        ws.on("framesent", lambda payload: '"typing"' in payload and sent.append(json.loads(payload)))
+
+    return sent, lambda context: context.on("page", lambda page: page.on("websocket", record))
+
+
+def test_who_is_typing_shows_under_the_chat_and_in_the_list(server, new_context):
+    tag = uuid.uuid4().hex[:6]
+    alice_name, bob_name, carol_name, group = f"alice-{tag}", f"bob-{tag}", f"carol-{tag}", f"crew-{tag}"
+    bob = _person(new_context, server.url, bob_name)
+    carol = _person(new_context, server.url, carol_name, viewport=PHONE)
+    sent, watch = _typing_sent()
+    alice = _person(new_context, server.url, alice_name, setup=watch)
+    _start_chat(alice, [bob_name, carol_name], group_name=group)
+    _start_chat(alice, [bob_name])
+    expect(alice.locator("#chat-title")).to_have_text(bob_name)
+    _chat(bob, alice_name).click()
+    _send(bob, "hi alice")  # alice has typed nothing yet: her first typing command goes at once
+    expect(bob.locator("#typing")).to_have_attribute("aria-live", "polite")
+
+    # alice types in their chat: one typing command for a burst of keys, and bob sees it under
+    # the chat and in his list, in place of the chat's preview.
+    alice.locator("#text").press_sequentially("are you free at 10?", delay=20)
+    expect(bob.locator("#typing")).to_have_text(f"{alice_name} is typing…")
+    expect(_chat(bob, alice_name).locator(".preview")).to_have_text(f"{alice_name} is typing…")
+    expect(_chat(bob, alice_name).locator(".preview")).to_have_class(re.compile(r"\btyping\b"))
+    assert _pane_at_bottom(bob)  # the line takes room from the messages, which stay in view
+    _in_place(bob, "#typing", "#composer")
+    _shot(bob, "90-typing-desktop")
+    bob.emulate_media(color_scheme="dark")
+    _shot(bob, "90-typing-desktop-dark")
+    bob.emulate_media(color_scheme="light")
+    assert [command["chat_id"] for command in sent] == [sent[0]["chat_id"]]  # at most every 3 s
+
+    # Her message arrives: the line goes at once (well before its 6 s), the preview is the message.
+    alice.press("#text", "Enter")
+    expect(bob.locator(".message .text").last).to_have_text("are you free at 10?")
+    expect(bob.locator("#typing")).to_have_text("", timeout=1_000)
+    expect(_chat(bob, alice_name).locator(".preview")).to_have_text("are you free at 10?")
+
+    # In the group (open on carol's phone, not on bob's page): alice types, then carol. carol
+    # sees alice under the chat; bob sees both in his list, and nothing under his open chat.
+    _chat(carol, group).click()
+    bob.evaluate(WATCH_PREVIEWS)
+    _chat(alice, group).click()
+    alice.locator("#text").press_sequentially("how about", delay=20)
+    expect(carol.locator("#typing")).to_have_text(f"{alice_name} is typing…")
+    carol.locator("#text").press_sequentially("me too", delay=20)
+    preview = _chat(bob, group).locator(".preview")
+    expect(preview).to_have_text(f"{alice_name} and {carol_name} are typing…")
+    expect(alice.locator("#typing")).to_have_text(f"{carol_name} is typing…")
+    expect(bob.locator("#typing")).to_have_text("")
+    _shot(bob, "92-two-typing-in-the-list")
+
+    # Nobody types on: 6 s after carol's push (the last), the list's preview is back; timed by
+    # the page itself, from the moment carol showed in it.
+    expect(preview).to_have_text("No messages yet", timeout=9_000)
+    shown = bob.evaluate("window.previews")
+    came = next(at for at, text in shown if carol_name in text)
+    went = next(at for at, text in shown if at > came and " typing…" not in text)
+    assert 5_500 < went - came < 7_000, went - came
+    expect(carol.locator("#typing")).to_have_text("")
+
+    # alice again, on carol's phone: in the list, then under the chat, in light and dark.
+    carol.click("#back")
+    alice.locator("#text").press_sequentially(" tomorrow?", delay=20)
+    expect(_chat(carol, group).locator(".preview")).to_have_text(f"{alice_name} is typing…")
+    _shot(carol, "93-typing-in-the-list-phone")
+    _chat(carol, group).click()
+    expect(carol.locator("#typing")).to_have_text(f"{alice_name} is typing…")
+    _in_place(carol, "#typing", "#composer")
+    _no_page_scroll(carol)
+    _shot(carol, "91-typing-phone")
+    carol.emulate_media(color_scheme="dark")
+    _shot(carol, "91-typing-phone-dark")
+    carol.emulate_media(color_scheme="light")
 
 
 # --- Written last: /docs must render with no internet (Swagger UI served by chat.py itself) -------

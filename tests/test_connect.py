@@ -23,11 +23,8 @@ async def test_handshake_without_a_valid_token_is_401(server, headers):
 async def test_token_as_query_parameter_like_a_browser(server, make_user):
     user = await make_user()
     async with websockets.connect(f"{server.ws_url}?access_token={user.token}") as ws:
-        assert await Socket(ws).recv_action("unread_messages") == {
-            "action": "unread_messages",
-            "data": [],
-            "more": False,
-        }
+        frame = await Socket(ws).recv_action("unread_messages")
+        assert {key: frame[key] for key in ("data", "more", "resumed")} == {"data": [], "more": False, "resumed": False}
 
 
 async def test_first_frame_is_unread_messages_oldest_first(make_user, connect, create_chat):

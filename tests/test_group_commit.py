@@ -51,7 +51,7 @@ async def test_every_sender_is_answered_even_when_delivering_a_batch_fails(datab
     stored = await db.fetch("select id, text from messages where chat_id = $1 order by id", chat_id)
     assert [(row["id"], row["text"]) for row in stored] == [(row["id"], row["text"]) for row in first + second]
     assert len(delivered) == 2, "each batch is one INSERT and one delivery"
-    assert [(set(user_ids), frame["data"]["text"]) for user_ids, frame in delivered[1]] == [
+    assert [(set(user_ids), frame["data"]["text"]) for _, user_ids, frame in delivered[1]] == [
         (members, f"b{n}") for n in range(5)
     ]
     assert "delivering a batch of new messages failed" in caplog.text

@@ -5,7 +5,7 @@ import pytest
 
 from conftest import run_alembic
 
-TABLES = {"users", "chats", "chat_members", "messages", "unread", "events", "processes", "presence"}
+TABLES = {"users", "chats", "chat_members", "messages", "unread", "events", "processes", "presence", "stream"}
 
 
 @pytest.fixture

@@ -10,21 +10,7 @@ import asyncpg
 import httpx
 import pytest
 
-from conftest import JWT_SECRET, open_socket, register_and_login, running_server
-
-LIMITS = {"AUTH_RATE_PER_MIN": "100000", "RATE_BURST": "100000", "RATE_PER_SEC": "100000"}
-FAST_BEAT = {"HEARTBEAT_SECONDS": "0.5"}  # a killed process is taken for dead after 1.5 s
-
-
-@pytest.fixture
-def two_servers(database_url, tmp_path):
-    """Two `python chat.py` processes on two ports, sharing the session's database."""
-    env = {"DATABASE_URL": database_url, "JWT_SECRET": JWT_SECRET, **LIMITS, **FAST_BEAT}
-    with running_server(tmp_path / "one.log", **env) as one, running_server(tmp_path / "two.log", **env) as two:
-        yield one, two
-        for server in (one, two):
-            if server.process.poll() is None:
-                assert "Traceback" not in server.log_path.read_text()
+from conftest import FAST_BEAT, JWT_SECRET, LIMITS, open_socket, register_and_login, running_server
 
 
 async def _drain_all(*sockets, seconds=0.5):
