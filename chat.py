@@ -83,6 +83,7 @@ MAX_TEXT_CHARS = 4000
 MAX_MARK_READ_IDS = 1000
 MAX_GROUP_MEMBERS = 1000
 MAX_CLIENT_MSG_ID = 64
+MAX_SEARCH_CHARS = 200  # a search's q
 MAX_INT, MAX_BIGINT = 2**31 - 1, 2**63 - 1
 JWT_LEEWAY_SECONDS = 10
 MIN_SECRET_BYTES = 32  # RFC 7518: an HS256 key at least as long as the hash
@@ -470,10 +471,10 @@ class MessageWriter:
         self.waiting = []  # (arguments, future) of the sends not written yet
         self.flushing = None
 
-    async def write(self, chat_id, sender_id, text, client_msg_id):
+    async def write(self, chat_id, sender_id, text, client_msg_id, reply_to):
         """The stored message's row, or None if it was not stored (see create_messages)."""
         future = asyncio.get_running_loop().create_future()
-        self.waiting.append(((chat_id, sender_id, text, client_msg_id), future))
+        self.waiting.append(((chat_id, sender_id, text, client_msg_id, reply_to), future))
         if self.flushing is None:
             self.flushing = asyncio.create_task(self.flush())
         return await future
@@ -626,6 +627,35 @@ async def history(request, chat_ref):
         rows = await pool.fetch(SQL.list_history_before, chat_id, before_id, page_size)
     else:
         rows = await pool.fetch(SQL.list_history, chat_id, page_size, (page - 1) * page_size)
+    return json({"messages": [_message(row) for row in rows]})
+
+
+@app.get("/search", ctx_auth=True)
+@openapi.definition(secured="token", tag="messages")
+@openapi.parameter("q", str, description="the words to find: each must begin a word of the text (1 to 200 characters)")
+@openapi.parameter("chat_id", int, description="only in this chat")
+@openapi.parameter("before_id", int, description="the matches older than this id (the next page)")
+@openapi.parameter("limit", int, description="1 to 100 (default 20)")
+async def search(request):
+    """The caller's messages in their chats whose words begin with every word of q, newest first."""
+    args, user_id, pool = request.args, request.ctx.user_id, request.app.ctx.pool
+    q = args.get("q")
+    if q is None or not q.strip() or len(q) > MAX_SEARCH_CHARS:
+        raise ChatError("invalid_request", f"q must be 1 to {MAX_SEARCH_CHARS} characters, not blank")
+    chat_id = args.get("chat_id") and valid_integer(args.get("chat_id"), "chat_id", 1, MAX_INT)
+    before_id = args.get("before_id") and valid_integer(args.get("before_id"), "before_id", 1, MAX_BIGINT)
+    limit = valid_integer(args.get("limit", 20), "limit", 1, 100)
+    if chat_id:
+        await _check_access(pool, chat_id, user_id)
+    async with pool.acquire(timeout=5) as conn, conn.transaction(readonly=True):
+        words = await conn.fetchval(SQL.make_search_query, q)
+        if words is None:  # punctuation only: no word to find
+            return json({"messages": []})
+        # A plan made for these words, each time: PostgreSQL then reads a rare word's few
+        # matches through messages_search, and a common word's newest messages backwards
+        # until it has a page. A generic plan, made once for any words, does one or the other.
+        await conn.execute("set local plan_cache_mode = force_custom_plan")
+        rows = await conn.fetch(SQL.search_messages, user_id, words, chat_id or None, before_id or None, limit)
     return json({"messages": [_message(row) for row in rows]})
 
 
@@ -806,8 +836,16 @@ async def send_message(app, user_id, command):
     client_msg_id = command.get("client_msg_id")
     if client_msg_id is not None:
         client_msg_id = valid_text(client_msg_id, "client_msg_id", MAX_CLIENT_MSG_ID)
+    reply_to = command.get("reply_to")
+    if reply_to is not None:
+        reply_to = valid_integer(reply_to, "reply_to", 1, MAX_BIGINT)
+        # Checked before the batch, not in it: one bad reply must not hold up the others. A
+        # message deleted right after this check is as if deleted after the reply.
+        if not await app.ctx.pool.fetchval(SQL.can_reply_to, reply_to, chat_id, user_id):
+            await _check_access(app.ctx.pool, chat_id, user_id)  # a non-member learns nothing of the chat
+            raise ChatError("invalid_request", f"reply_to: no message {reply_to} in this chat")
     writers = app.ctx.writers  # one per chat, so a chat's messages are stored in the order sent
-    row = await writers[chat_id % len(writers)].write(chat_id, user_id, text, client_msg_id)
+    row = await writers[chat_id % len(writers)].write(chat_id, user_id, text, client_msg_id, reply_to)
     if row is None:
         # A retry of a message already stored: answer with the original, tell nobody again.
         original = client_msg_id and await app.ctx.pool.fetchrow(SQL.get_sent_message, user_id, client_msg_id)
@@ -1088,6 +1126,7 @@ def _message(row):
         "timestamp": row["sent_at"].isoformat(),
         "read_status": "read" if row["is_read"] else "unread",
         "edited_at": row["edited_at"] and row["edited_at"].isoformat(),
+        "reply_to": row["reply_to"],
     }
 
 
@@ -1109,7 +1148,7 @@ def _chat(row, members):
 def _chat_summary(row):
     """A list_chats row as GET /chats shows it."""
     names = zip(row["member_ids"], row["member_names"], strict=True)
-    keys = ("id", "sender_id", "text", "sent_at", "is_read", "edited_at")
+    keys = ("id", "sender_id", "text", "sent_at", "is_read", "edited_at", "reply_to")
     last = row["last_id"] and {key: row[f"last_{key}"] for key in keys}
     return {
         **_chat(row, []),

@@ -62,11 +62,12 @@ select c.id, c.type, c.name, c.owner_id,
        (select count(*) from unread r join messages um on um.id = r.message_id
         where r.user_id = $1 and um.chat_id = c.id) as unread,
        last.id as last_id, last.sender_id as last_sender_id, last.text as last_text,
-       last.sent_at as last_sent_at, last.is_read as last_is_read, last.edited_at as last_edited_at
+       last.sent_at as last_sent_at, last.is_read as last_is_read, last.edited_at as last_edited_at,
+       last.reply_to as last_reply_to
 from chat_members me
 join chats c on c.id = me.chat_id
 left join lateral (
-    select id, sender_id, text, sent_at, is_read, edited_at
+    select id, sender_id, text, sent_at, is_read, edited_at, reply_to
     from messages
     where chat_id = c.id and deleted_at is null
     order by id desc
@@ -81,23 +82,23 @@ select exists (select 1 from chats where id = $1) as chat_exists,
        exists (select 1 from chat_members where chat_id = $1 and user_id = $2) as is_member
 
 -- name: create_messages
--- Store a batch of messages (arrays $1..$4: chat, sender, text, client_msg_id) in one statement,
+-- Store a batch of messages (arrays $1..$5: chat, sender, text, client_msg_id, reply_to) in one statement,
 -- with unread rows for the other members and a new_message event each; returns each stored
 -- message with its place n in the batch, its event and the members to tell (no row for a
 -- non-member or a repeated client_msg_id).
 with batch as (
     select b.*, nextval(pg_get_serial_sequence('messages', 'id')) as id
-    from unnest($1::int[], $2::uuid[], $3::text[], $4::text[])
-         with ordinality as b (chat_id, sender_id, text, client_msg_id, n)
+    from unnest($1::int[], $2::uuid[], $3::text[], $4::text[], $5::bigint[])
+         with ordinality as b (chat_id, sender_id, text, client_msg_id, reply_to, n)
     where exists (select from chat_members m where m.chat_id = b.chat_id and m.user_id = b.sender_id)
     order by b.n  -- ids in the order sent: nextval runs after the sort (a hash join may reorder rows)
 ), message as (
-    insert into messages (id, chat_id, sender_id, text, client_msg_id)
-    select id, chat_id, sender_id, text, client_msg_id
+    insert into messages (id, chat_id, sender_id, text, client_msg_id, reply_to)
+    select id, chat_id, sender_id, text, client_msg_id, reply_to
     from batch
     order by id
     on conflict (sender_id, client_msg_id) do nothing
-    returning id, chat_id, sender_id, text, sent_at, is_read, edited_at
+    returning id, chat_id, sender_id, text, sent_at, is_read, edited_at, reply_to
 ), recipients as (
     insert into unread (user_id, message_id)
     select m.user_id, message.id
@@ -118,13 +119,13 @@ join event using (id)
 
 -- name: get_sent_message
 -- The message a sender already stored under a client_msg_id.
-select id, chat_id, sender_id, text, sent_at, is_read, edited_at
+select id, chat_id, sender_id, text, sent_at, is_read, edited_at, reply_to
 from messages
 where sender_id = $1 and client_msg_id = $2
 
 -- name: list_unread
 -- The oldest messages a user has not marked read after a message id: a range of unread's primary key.
-select m.id, m.chat_id, m.sender_id, m.text, m.sent_at, m.is_read, m.edited_at
+select m.id, m.chat_id, m.sender_id, m.text, m.sent_at, m.is_read, m.edited_at, m.reply_to
 from unread u
 join messages m on m.id = u.message_id
 where u.user_id = $1 and u.message_id > $2
@@ -157,15 +158,43 @@ returning m.id, m.chat_id, m.sender_id
 
 -- name: list_history
 -- One page of a chat's messages, newest first (deleted ones are gone).
-select id, chat_id, sender_id, text, sent_at, is_read, edited_at
+select id, chat_id, sender_id, text, sent_at, is_read, edited_at, reply_to
 from messages
 where chat_id = $1 and deleted_at is null
 order by id desc
 limit $2 offset $3
 
+-- name: can_reply_to
+-- Whether a user may reply to a message in a chat: they are a member, and it is there, not deleted.
+select exists (
+    select from messages m
+    join chat_members me on me.chat_id = m.chat_id and me.user_id = $3
+    where m.id = $1 and m.chat_id = $2 and m.deleted_at is null
+)
+
+-- name: make_search_query
+-- The words of a search as a tsquery's text: each word a prefix, all of them needed (null: no words).
+-- Split and lowercased exactly as messages_search indexes a text, then quoted: any input is just words.
+select string_agg(quote_literal(word) || ':*', ' & ')
+from unnest(tsvector_to_array(to_tsvector('simple', regexp_replace($1, '[^[:alnum:]]+', ' ', 'g')))) as word
+
+-- name: search_messages
+-- A page of the messages matching tsquery $2 in the chats user $1 is a member of now (or only in
+-- chat $3), older than message $4, newest first. The match is the expression of the index
+-- messages_search, to the character. Run with custom plans (see search in chat.py).
+select m.id, m.chat_id, m.sender_id, m.text, m.sent_at, m.is_read, m.edited_at, m.reply_to
+from messages m
+where to_tsvector('simple', regexp_replace(m.text, '[^[:alnum:]]+', ' ', 'g')) @@ $2::tsquery
+  and m.chat_id in (select chat_id from chat_members where user_id = $1)
+  and ($3::int is null or m.chat_id = $3)
+  and ($4::bigint is null or m.id < $4)
+  and m.deleted_at is null
+order by m.id desc
+limit $5
+
 -- name: list_history_before
 -- The page of a chat's messages just older than a message id, newest first: keyset paging, as fast at any depth.
-select id, chat_id, sender_id, text, sent_at, is_read, edited_at
+select id, chat_id, sender_id, text, sent_at, is_read, edited_at, reply_to
 from messages
 where chat_id = $1 and id < $2 and deleted_at is null
 order by id desc
@@ -191,7 +220,7 @@ from events
 select e.id as event_id,
        case when e.origin is distinct from $4 then e.user_ids end as user_ids,
        case when e.origin is distinct from $4 then e.frame end as frame,
-       m.id, m.chat_id, m.sender_id, m.text, m.sent_at, m.is_read, m.edited_at, m.deleted_at is not null as deleted
+       m.id, m.chat_id, m.sender_id, m.text, m.sent_at, m.is_read, m.edited_at, m.reply_to, m.deleted_at is not null as deleted
 from (
     (select * from events where id = any($2::bigint[]))
     union all
@@ -229,7 +258,7 @@ with mine as materialized (
     where user_ids @> array[$1::uuid]
 )
 select e.id as event_id, e.frame,
-       m.id, m.chat_id, m.sender_id, m.text, m.sent_at, m.is_read, m.edited_at, m.deleted_at is not null as deleted
+       m.id, m.chat_id, m.sender_id, m.text, m.sent_at, m.is_read, m.edited_at, m.reply_to, m.deleted_at is not null as deleted
 from mine e
 left join lateral (
     select * from messages where id = e.message_id limit 1
@@ -323,7 +352,7 @@ where m.id = $1
 update messages
 set text = $2, edited_at = now()
 where id = $1 and deleted_at is null
-returning id, chat_id, sender_id, text, sent_at, is_read, edited_at
+returning id, chat_id, sender_id, text, sent_at, is_read, edited_at, reply_to
 
 -- name: delete_message_unread
 -- Forget who had a message unread, before it is deleted (the order mark_read locks them in).

@@ -1,7 +1,8 @@
 // The browser client: plain JavaScript modules, no build step. This one signs you up and in,
 // and routes what the socket says to the chat list (chats.js), the open chat (pane.js), a
-// group's members (members.js), the people picker (people.js) and who is typing (typing.js);
-// connection.js keeps the socket up, and resumes where the page left off.
+// group's members (members.js), the people picker (people.js), who is typing (typing.js) and
+// the search results (search.js); connection.js keeps the socket up, and resumes where the
+// page left off.
 import { loadChats, noteUnread, notify, renderChats, renderNotifyButton, showNotice } from "./chats.js";
 import {
   $,
@@ -34,6 +35,7 @@ import {
   updateMessage,
 } from "./pane.js";
 import { chatRefused, chatStarted, isListed, openPicker, refreshPeople, renderPresence } from "./people.js";
+import { renderSearch, searchMessageDeleted, searchMessageEdited } from "./search.js";
 import { heardTyping, stoppedTyping } from "./typing.js";
 
 // --- Signing up and in ---------------------------------------------------------------------
@@ -177,6 +179,7 @@ const handlers = {
       loaded = true;
       if (state.open !== null && !state.chats.has(state.open)) closeChat(); // you left it elsewhere meanwhile
       if (state.open !== null) await refreshOpenChat();
+      renderSearch(); // chats renamed or left meanwhile
     }
     learnMyName();
     refreshPeople().catch(() => {}); // who is online is not in the stream: asked again
@@ -223,6 +226,7 @@ const handlers = {
   // list's preview when it is the chat's last message.
   message_edited({ data, request_id }) {
     messageEdited(data, request_id);
+    searchMessageEdited(data);
     const chat = state.chats.get(data.chat_id);
     if (chat?.last_message?.id !== data.id) return;
     chat.last_message = data;
@@ -235,6 +239,7 @@ const handlers = {
     unread?.delete(data.id);
     if (unread && !unread.size) state.unread.delete(data.chat_id);
     messageDeleted(data);
+    searchMessageDeleted(data.id);
     if (state.chats.get(data.chat_id)?.last_message?.id === data.id) await loadChats();
     else renderChats();
   },
@@ -250,6 +255,7 @@ const handlers = {
       renderChats();
     }
     chatChanged(chat.id);
+    renderSearch(); // a renamed group's results
     if (request_id !== undefined) membersAnswered(request_id);
   },
   // You left a group (the reply to leave_chat carries its request_id) or were taken out of it.
@@ -265,6 +271,7 @@ const handlers = {
       if (wasOpen) $("notice").focus(); // the chat you were in is gone: say why, where you are now
     }
     renderChats();
+    renderSearch(); // its messages leave the results
   },
   typing: heardTyping,
   presence({ data }) {

@@ -105,6 +105,15 @@ export function button(text, className = "", act = "") {
   return element;
 }
 
+// The start of a message's text on one line, for a quote: "Can you look at the invoice e…".
+export function excerpt(text, length = 100) {
+  const line = text.replace(/\s+/g, " ").trim();
+  if (line.length <= length) return line;
+  let end = length;
+  if (/[\uD800-\uDBFF]/.test(line[end - 1])) end -= 1; // not half an emoji
+  return `${line.slice(0, end).trimEnd()}…`;
+}
+
 export function nameOf(uuid) {
   return uuid === state.me ? "You" : state.names.get(uuid) || "Someone";
 }

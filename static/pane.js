@@ -1,28 +1,51 @@
 // The open chat: its messages a page of history at a time, a line for each day, the view
-// following new messages (or a "New messages" pill when you have scrolled up), editing and
-// deleting them in place, the composer (and under it, who is typing: typing.js).
+// following new messages (or a "New messages" pill when you have scrolled up), editing,
+// deleting and replying to them in place, opening at an older message (from a search result
+// or a reply's quote), the composer (and under it, who is typing: typing.js).
 import { renderChats, showNotice } from "./chats.js";
-import { $, api, button, chatTitle, clockTime, dayLabel, el, fullTime, nameOf, setProblem, state } from "./common.js";
+import {
+  $,
+  api,
+  button,
+  chatTitle,
+  clockTime,
+  dayLabel,
+  el,
+  excerpt,
+  fullTime,
+  nameOf,
+  setProblem,
+  state,
+} from "./common.js";
 import { send } from "./connection.js";
 import { renderMembers, resetMembers } from "./members.js";
 import { renderTyping } from "./typing.js";
 
 const PAGE_SIZE = 50;
+const JUMP_PAGE_SIZE = 100; // paging back to an older message: the largest page /history gives
 const NEAR_PX = 40; // this close to the bottom counts as at the bottom, to the top as the top
+const FLASH_MS = 2_500; // how long a message you were taken to stays lit
 const messages = new Map(); // message id -> message, for the open chat
-let loading = null; // {chatId, promise}: a page of history on its way
+let opened = 0; // bumps whenever the pane starts afresh: a page asked for before is dropped
+let loading = null; // {opened, promise}: a page of history on its way
 let shown = null; // the chat whose history is on screen (null while its first page loads)
+let complete = false; // the open chat's history is on screen back to its first message
+const gone = new Set(); // ids of messages deleted while the chat was open (a reply's quote says so)
+let jumps = 0; // bumps with each jump to a message: one still paging back gives up
+let replying = null; // the id of the message the composer replies to
 const pending = new Map(); // client_msg_id -> send_message command not yet answered
 let editing = null; // {id, form, area}: the message being edited in place
 let confirming = null; // the id of the message whose Delete asks "Delete this message?"
 const refusals = new Map(); // message id -> why the server would not delete it
 
-export async function openChat(id) {
+// Open a chat at its newest message, or, given `target`, at that message (paging back to it).
+export async function openChat(id, target = null) {
   const chat = state.chats.get(id);
   if (!chat) return;
   state.open = id;
   shown = null;
   forgetMessages();
+  endReply(false);
   $("new-messages").hidden = true;
   $("app").classList.add("in-chat");
   $("chat-title").textContent = chatTitle(chat);
@@ -31,11 +54,20 @@ export async function openChat(id) {
   resetMembers();
   renderChats();
   renderTyping();
+  const ticket = opened;
   await loadOlder();
-  if (state.open !== id) return; // another chat was opened meanwhile
+  if (state.open !== id || opened !== ticket) return; // another chat was opened meanwhile
+  if (target !== null) return jumpTo(target);
   scrollToEnd();
   markSeen();
   $("text").focus();
+}
+
+// A search result: its chat, scrolled to it (the chat is opened unless it is open already).
+export function showMessageAt(chatId, messageId) {
+  if (state.open !== chatId || shown !== chatId) return openChat(chatId, messageId);
+  $("app").classList.add("in-chat"); // on a phone, back from the list to the chat
+  return jumpTo(messageId);
 }
 
 export function closeChat() {
@@ -45,6 +77,7 @@ export function closeChat() {
   $("app").classList.remove("in-chat");
   $("composer").hidden = true;
   forgetMessages();
+  endReply(false);
   resetMembers();
   renderChats();
   renderTyping();
@@ -52,11 +85,16 @@ export function closeChat() {
 }
 
 function forgetMessages() {
+  opened += 1;
+  jumps += 1;
   messages.clear();
+  gone.clear();
+  complete = false;
   editing = confirming = null;
   refusals.clear();
   $("messages").replaceChildren();
   $("older").hidden = true;
+  paneNote("");
 }
 
 // The open chat's name, members or owner changed: its title, the names on its messages and
@@ -84,28 +122,32 @@ export async function refreshOpenChat() {
   // socket was away.
   const oldest = page.length < PAGE_SIZE ? 0 : page[page.length - 1].id;
   const kept = new Set(page.map((message) => message.id));
-  before.filter((gone) => gone >= oldest && !kept.has(gone)).forEach((gone) => messageDeleted({ id: gone }));
+  before.filter((old) => old >= oldest && !kept.has(old)).forEach((old) => messageDeleted({ id: old }));
   page.forEach(place);
   renderDays();
+  renderQuotes();
   renderEmptyPane();
   if (follow) scrollToEnd();
   markSeen();
 }
 
 // The page of history just older than what is on screen (the newest page at first).
-async function loadOlder() {
+async function loadOlder(size = PAGE_SIZE) {
   const chatId = state.open;
-  if (loading?.chatId === chatId) return loading.promise;
-  const query = messages.size ? `before_id=${Math.min(...messages.keys())}` : "page=1";
-  const promise = api(`/history/${chatId}?${query}&page_size=${PAGE_SIZE}`).then(({ messages: page }) => {
-    if (state.open !== chatId) return;
+  const ticket = opened;
+  if (loading?.opened === ticket) return loading.promise;
+  const query = messages.size ? `before_id=${oldestId()}` : "page=1";
+  const promise = api(`/history/${chatId}?${query}&page_size=${size}`).then(({ messages: page }) => {
+    if (opened !== ticket) return; // the pane started afresh meanwhile (another chat, say)
     page.forEach(place);
+    complete = page.length < size;
     renderDays();
-    $("older").hidden = page.length < PAGE_SIZE;
+    renderQuotes();
+    $("older").hidden = complete;
     shown = chatId;
     renderEmptyPane();
   });
-  loading = { chatId, promise };
+  loading = { opened: ticket, promise };
   try {
     await promise;
   } finally {
@@ -134,6 +176,62 @@ $("new-messages").addEventListener("click", () => {
   $("text").focus();
 });
 
+// The id of the oldest message on screen (they are in id order), or Infinity for none.
+function oldestId() {
+  const first = $("messages").querySelector("li.message");
+  return first ? Number(first.dataset.id) : Infinity;
+}
+
+// Scroll to a message of the open chat and light it up for a moment. One older than what is on
+// screen is paged to, 100 at a time, so that the pane stays one unbroken stretch from it down
+// to the newest (scrolling down from it reads on without a gap).
+async function jumpTo(id) {
+  const ticket = ++jumps;
+  const stale = () => ticket !== jumps;
+  if (!messages.has(id) && !complete && id < oldestId()) paneNote("Finding the message…");
+  try {
+    while (!messages.has(id) && !complete && id < oldestId()) {
+      await loadOlder(JUMP_PAGE_SIZE);
+      if (stale()) return;
+    }
+  } catch (error) {
+    if (!stale()) paneNote(`Could not load older messages: ${error.message}`, 5_000);
+    return;
+  }
+  const item = itemOf(id);
+  if (!item) return paneNote("That message is no longer there: it was deleted.", 5_000);
+  paneNote("");
+  item.scrollIntoView({ block: "center" });
+  flash(item);
+  item.tabIndex = -1; // the keyboard (and a screen reader) goes to it too
+  item.focus({ preventScroll: true });
+  if (atBottom()) markSeen();
+  else pill("Latest messages ↓");
+}
+
+const flashes = new WeakMap(); // message element -> the timer that puts out its light
+
+function flash(item) {
+  clearTimeout(flashes.get(item));
+  item.classList.remove("flash");
+  void item.offsetWidth; // a second jump to the same message lights it again
+  item.classList.add("flash");
+  flashes.set(item, setTimeout(() => item.classList.remove("flash"), FLASH_MS));
+}
+
+function pill(text) {
+  $("new-messages").textContent = text;
+  $("new-messages").hidden = false;
+}
+
+// A word over the top of the messages ("Finding the message…"); `ms`: for that long only.
+let noteTimer = null;
+function paneNote(text, ms = 0) {
+  clearTimeout(noteTimer);
+  $("pane-note").textContent = text;
+  if (ms) noteTimer = setTimeout(() => ($("pane-note").textContent = ""), ms);
+}
+
 // A live message (yours or someone's) in the open chat.
 export function showMessage(message) {
   const follow = atBottom() || message.sender_uuid === state.me;
@@ -144,7 +242,7 @@ export function showMessage(message) {
     scrollToEnd();
     markSeen();
   } else {
-    $("new-messages").hidden = false;
+    pill("New messages ↓");
   }
 }
 
@@ -160,12 +258,20 @@ export function messageEdited(message, requestId) {
   messages.set(message.id, message);
   if (requestId === `edit:${message.id}` && editing?.id === message.id) endEdit(true);
   else redraw(message.id);
+  renderQuotes(); // the replies quoting it
+  if (replying === message.id) renderReplyBar();
 }
 
-// A message was deleted (by its sender, or by the group's owner): it goes from the screen.
+// A message was deleted (by its sender, or by the group's owner): it goes from the screen, and
+// the replies quoting it say "deleted message".
 export function messageDeleted({ id }) {
+  gone.add(id);
+  if (replying === id) {
+    endReply(false);
+    note("The message you were replying to was deleted.");
+  }
   const item = itemOf(id);
-  if (!messages.delete(id) || !item) return;
+  if (!messages.delete(id) || !item) return renderQuotes();
   const hadFocus = item.contains(document.activeElement);
   if (editing?.id === id) editing = null;
   if (confirming === id) confirming = null;
@@ -173,6 +279,7 @@ export function messageDeleted({ id }) {
   item.remove();
   renderDays();
   renderEmptyPane();
+  renderQuotes();
   if (hadFocus) $("text").focus(); // the keyboard's place went with it
 }
 
@@ -231,7 +338,13 @@ function messageItem(message) {
   bar.setAttribute("aria-label", "Message actions");
   const problem = el("p", "field-error");
   problem.setAttribute("aria-live", "polite");
-  item.append(el("span", "who"), el("div", "text"), el("span", "meta"), bar, problem);
+  item.append(el("span", "who"));
+  if (message.reply_to != null) {
+    const quote = button("", "quote", "quote");
+    quote.append(el("span", "quote-who"), el("span", "quote-text"));
+    item.append(quote);
+  }
+  item.append(el("div", "text"), el("span", "meta"), bar, problem);
   fillMessage(item, message);
   return item;
 }
@@ -245,6 +358,7 @@ function fillMessage(item, message) {
   const who = item.querySelector(":scope > .who");
   who.textContent = !mine && chat?.type === "group" ? nameOf(message.sender_uuid) : "";
   who.hidden = !who.textContent;
+  fillQuote(item, message);
   const text = item.querySelector(":scope > .text");
   if (text) text.textContent = message.text;
   item.querySelector(":scope > .meta").replaceChildren(...metaOf(message, mine));
@@ -272,6 +386,79 @@ function metaOf(message, mine) {
   return parts;
 }
 
+// --- Replies ---------------------------------------------------------------------------------
+// A reply shows what it answers above its text: the sender and the start of the original, or
+// "deleted message", or "message not loaded" while the original is older than the history on
+// screen. A click on the quote takes you to the original, paging back to it if need be.
+
+// The original is gone if it was deleted while the chat was open, or if it would be on screen
+// and is not: within the unbroken stretch of history shown, or the history is all there.
+function isGone(id) {
+  return gone.has(id) || complete || id > oldestId();
+}
+
+function fillQuote(item, message) {
+  const quote = item.querySelector(":scope > .quote");
+  if (!quote) return;
+  const original = messages.get(message.reply_to);
+  const kind = original ? "shown" : isGone(message.reply_to) ? "deleted" : "unloaded";
+  const who = original ? nameOf(original.sender_uuid) : "";
+  const text = original ? excerpt(original.text) : kind === "deleted" ? "deleted message" : "message not loaded";
+  if (quote.dataset.kind === kind && quote.dataset.who === who && quote.dataset.text === text) return;
+  Object.assign(quote.dataset, { kind, who, text });
+  const whoSpan = quote.querySelector(".quote-who");
+  whoSpan.textContent = who;
+  whoSpan.hidden = !who;
+  quote.querySelector(".quote-text").textContent = text;
+  quote.disabled = kind === "deleted"; // nothing to go to
+  quote.title = kind === "deleted" ? "" : "Show the message this replies to";
+  const label = {
+    shown: `Replying to ${who}: ${text}`,
+    deleted: "Replying to a deleted message",
+    unloaded: "Replying to an earlier message, not loaded yet",
+  };
+  quote.setAttribute("aria-label", label[kind]);
+}
+
+// The quotes of every reply on screen, after what they quote may have changed.
+function renderQuotes() {
+  for (const quote of $("messages").querySelectorAll("li.message > .quote")) {
+    const item = quote.parentElement;
+    fillQuote(item, messages.get(Number(item.dataset.id)));
+  }
+}
+
+// Reply: the message is quoted above the composer, with a ✕ (or Esc) to drop it; the next
+// message sent replies to it.
+function beginReply(id) {
+  if (!messages.has(id)) return;
+  replying = id;
+  renderReplyBar();
+  $("text").focus();
+}
+
+function endReply(refocus) {
+  const had = replying !== null;
+  replying = null;
+  renderReplyBar();
+  if (had && refocus) $("text").focus();
+}
+
+function renderReplyBar() {
+  const message = replying !== null ? messages.get(replying) : null;
+  if ($("reply-bar").hidden !== !message) keepAtBottom(() => ($("reply-bar").hidden = !message));
+  $("text").setAttribute("aria-describedby", message ? "reply-quote composer-note" : "composer-note");
+  if (!message) return;
+  const mine = message.sender_uuid === state.me;
+  $("reply-bar").querySelector(".quote-who").textContent = mine
+    ? "Replying to yourself"
+    : `Replying to ${nameOf(message.sender_uuid)}`;
+  $("reply-excerpt").textContent = excerpt(message.text);
+}
+
+$("reply-cancel").addEventListener("click", () => endReply(true));
+$("reply-quote").addEventListener("click", () => replying !== null && jumpTo(replying));
+
 // --- Editing and deleting ------------------------------------------------------------------
 // Each message you may change carries its buttons, shown on hover, on keyboard focus, and on
 // a tap or long press (a phone has no hover). Delete asks first, in the message itself: a
@@ -298,7 +485,7 @@ function renderActions(item, message) {
     const question = el("span", "question", "Delete this message?");
     bar.replaceChildren(question, button("Delete", "danger", "delete-yes"), button("Cancel", "secondary", "delete-no"));
   } else {
-    const buttons = [];
+    const buttons = [button("Reply", "secondary", "reply")];
     if (mayEdit(message)) buttons.push(button("Edit", "secondary", "edit"));
     if (mayDelete(message)) buttons.push(button("Delete", "secondary", "delete"));
     bar.replaceChildren(...buttons);
@@ -316,6 +503,8 @@ function redraw(id) {
 }
 
 const ACTS = {
+  reply: beginReply,
+  quote: (id) => messages.has(id) && jumpTo(messages.get(id).reply_to),
   edit: beginEdit,
   "edit-cancel": () => endEdit(true),
   delete: askDelete,
@@ -513,12 +702,14 @@ $("composer").addEventListener("submit", (event) => {
   const clientMsgId = `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
   // The client_msg_id doubles as the request_id: a refusal names the text to give back.
   const command = { action: "send_message", chat_id: state.open, text, client_msg_id: clientMsgId };
+  if (replying !== null) command.reply_to = replying;
   if (!send({ ...command, request_id: clientMsgId })) {
     note("You are offline: your message stays here until you are reconnected.");
     return;
   }
   pending.set(clientMsgId, command);
   $("text").value = "";
+  endReply(false);
   note("");
 });
 
@@ -527,6 +718,9 @@ $("text").addEventListener("keydown", (event) => {
   if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
     event.preventDefault();
     $("composer").requestSubmit();
+  } else if (event.key === "Escape" && replying !== null) {
+    event.preventDefault();
+    endReply(true);
   }
 });
 
@@ -559,6 +753,13 @@ export function sendRefused({ request_id: clientMsgId, error, detail }) {
   if (!command) return false;
   pending.delete(clientMsgId);
   if (!$("text").value) $("text").value = command.text;
-  note(error === "rate_limited" ? "Sending too fast: wait a moment, then send again." : `Not sent: ${detail}.`);
+  const original = command.reply_to;
+  if (original && command.chat_id === state.open && replying === null && messages.has(original)) {
+    replying = original; // the reply goes back with its text
+    renderReplyBar();
+  }
+  if (error === "rate_limited") note("Sending too fast: wait a moment, then send again.");
+  else if (original && !messages.has(original)) note("Not sent: the message you replied to was deleted.");
+  else note(`Not sent: ${detail}.`);
   return true;
 }

@@ -61,6 +61,22 @@ def own_database(tmp_path):
     pg.cleanup()
 
 
+@pytest.fixture
+def fresh_database(pg, database_url):
+    """A database of the test's own on the session's PostgreSQL, migrated."""
+    name = f"fresh_{uuid.uuid4().hex[:8]}"
+
+    async def create():
+        conn = await asyncpg.connect(database_url)
+        await conn.execute(f"create database {name}")
+        await conn.close()
+
+    asyncio.run(create())
+    url = pg.get_uri(database=name)
+    run_alembic(url, "upgrade", "head")
+    return url
+
+
 def _free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -288,6 +304,7 @@ def seed_chat(sql, members, texts=(), kind="group", name="team"):
                 "timestamp": row["sent_at"].isoformat(),
                 "read_status": "unread",
                 "edited_at": None,
+                "reply_to": None,
             }
         )
     return chat_id, messages

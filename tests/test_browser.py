@@ -918,20 +918,26 @@ def test_the_page_in_light_and_dark(server, new_context, database_url):
     chat_id = _sql(database_url, "insert into chats (type, name) values ('group', 'Launch') returning id")
     members = [me, *people.values()]
     _sql(database_url, "insert into chat_members (chat_id, user_id) select $1, unnest($2::uuid[])", chat_id, members)
+    ids = []
     for i, (sender, text) in enumerate(launch):
         hours = 20 if i < 3 else (len(launch) - i) * 0.1  # three yesterday, the rest in the last hour
-        _sql(
-            database_url,
-            "insert into messages (chat_id, sender_id, text, sent_at, is_read) "
-            "values ($1, $2::uuid, $3, now() - $4 * interval '1 hour', true)",
-            chat_id,
-            sender,
-            text,
-            hours,
+        reply_to = ids[-1] if i == len(launch) - 1 else None  # Maya's answer quotes Sam's question
+        ids.append(
+            _sql(
+                database_url,
+                "insert into messages (chat_id, sender_id, text, sent_at, is_read, reply_to) "
+                "values ($1, $2::uuid, $3, now() - $4 * interval '1 hour', true, $5) returning id",
+                chat_id,
+                sender,
+                text,
+                hours,
+                reply_to,
+            )
         )
     maya.reload()
     _chat(maya, "Launch").click()
     expect(maya.locator(".message .text").last).to_have_text("Yes, the banner shows below version 2.3.")
+    expect(maya.locator(".message .quote").last).to_contain_text("Sam Okafor")
     expect(maya.locator("#me")).to_have_text("Maya Chen")
     background = "getComputedStyle(document.body).backgroundColor"
     light = maya.evaluate(background)
@@ -944,6 +950,14 @@ def test_the_page_in_light_and_dark(server, new_context, database_url):
     assert sum(map(int, re.findall(r"\d+", dark)[:3])) < 120, dark
     assert sum(map(int, re.findall(r"\d+", maya.evaluate("getComputedStyle(document.body).color"))[:3])) > 600
     _shot(maya, "41-dark")
+
+    # Searching, in both schemes (docs/web-client-search.png is a copy of the light one).
+    maya.fill("#search-input", "stag")
+    expect(maya.locator("#result-list li")).to_have_count(2)
+    expect(maya.locator("#result-list mark")).to_have_text(["staging", "staging"])
+    _shot(maya, "43-search-dark")
+    maya.emulate_media(color_scheme="light")
+    _shot(maya, "42-search-light")
 
 
 def test_keyboard_only(server, new_context):
@@ -1069,11 +1083,11 @@ def test_editing_and_deleting_messages_are_seen_live(server, new_context):
     expect(_chat(amy, ben_name).locator(".preview")).to_have_text("You: see you at 10")
 
     # ben opens the chat: the edit is there ("edited"), the deleted message is not, and
-    # nothing of amy's is his to change.
+    # nothing of amy's is his to change: he may only reply.
     _chat(ben, amy_name).click()
     expect(ben.locator(".message .text")).to_have_text(["hello ben", "see you at 10"])
     expect(_message(ben, "hello ben").locator(".edited")).to_be_visible()
-    expect(ben.locator(".message .actions button")).to_have_count(0)
+    expect(ben.locator(".message .actions button")).to_have_text(["Reply", "Reply"])
     expect(ben).to_have_title("chat")
 
     # From the keyboard: Shift+Tab from the composer reaches the last message's buttons,
@@ -1159,8 +1173,8 @@ def test_a_group_s_members_change_live(server, new_context):
     _delete(olga, bobs)
     expect(bob.locator(".message", has_text="a word from bob")).to_have_count(0)
     expect(olga.locator(".message", has_text="a word from bob")).to_have_count(0)
-    expect(_message(bob, "before carol joined").locator(".actions button")).to_have_count(0)
-    expect(_message(bob, "bob's second word").locator(".actions button")).to_have_count(2)
+    expect(_message(bob, "before carol joined").locator(".actions button")).to_have_text(["Reply"])
+    expect(_message(bob, "bob's second word").locator(".actions button")).to_have_text(["Reply", "Edit", "Delete"])
 
     # The header opens the members: the owner first and marked, who is online dotted; the
     # owner may rename and remove, bob may not.
@@ -1281,12 +1295,12 @@ WATCH_PREVIEWS = """() => {
 }"""
 
 
-def _typing_sent():
-    """A list of the typing commands a profile's pages send, and the setup that fills it."""
+def _commands_sent(action):
+    """A list of the `action` commands a profile's pages send, and the setup that fills it."""
     sent = []
 
     def record(ws):
-        ws.on("framesent", lambda payload: '"typing"' in payload and sent.append(json.loads(payload)))
+        ws.on("framesent", lambda payload: f'"{action}"' in payload and sent.append(json.loads(payload)))
 
     return sent, lambda context: context.on("page", lambda page: page.on("websocket", record))
 
@@ -1296,7 +1310,7 @@ def test_who_is_typing_shows_under_the_chat_and_in_the_list(server, new_context)
     alice_name, bob_name, carol_name, group = f"alice-{tag}", f"bob-{tag}", f"carol-{tag}", f"crew-{tag}"
     bob = _person(new_context, server.url, bob_name)
     carol = _person(new_context, server.url, carol_name, viewport=PHONE)
-    sent, watch = _typing_sent()
+    sent, watch = _commands_sent("typing")
     alice = _person(new_context, server.url, alice_name, setup=watch)
     _start_chat(alice, [bob_name, carol_name], group_name=group)
     _start_chat(alice, [bob_name])
@@ -1361,6 +1375,240 @@ def test_who_is_typing_shows_under_the_chat_and_in_the_list(server, new_context)
     carol.emulate_media(color_scheme="dark")
     _shot(carol, "91-typing-phone-dark")
     carol.emulate_media(color_scheme="light")
+
+
+# --- Search and replies ------------------------------------------------------------------------
+
+
+def _flashed(page, message, shot=None):
+    """The message is on screen and lit up for a moment, as one the page took you to is."""
+    expect(message).to_be_in_viewport()
+    expect(message).to_have_class(re.compile(r"\bflash\b"))
+    if shot:
+        _shot(page, shot)
+    expect(message).not_to_have_class(re.compile(r"\bflash\b"), timeout=5_000)
+
+
+def _results(page):
+    return page.locator("#result-list li")
+
+
+def test_search_finds_words_by_their_start_and_opens_the_chat_at_the_message(server, new_context, database_url):
+    """Every word must occur, each as the start of a word, in any letters (Cyrillic too), only
+    in your chats; the words that matched are marked; a result opens its chat at the message,
+    paging back through older history to it."""
+    tag = uuid.uuid4().hex[:6]
+    ana_name, ivan_name, eve_name, group = f"ana-{tag}", f"ivan-{tag}", f"eve-{tag}", f"ops-{tag}"
+    ana = _person(new_context, server.url, ana_name)
+    ivan = _person(new_context, server.url, ivan_name, viewport=PHONE)
+    body = {"name": eve_name, "email": f"{eve_name}@example.com", "password": PASSWORD}
+    eve = httpx.post(f"{server.url}/register", json=body).json()["user_uuid"]
+    # Their private chat; then a group: ivan's Russian message first, 150 after it, the newest
+    # about staging; then ivan's chat with eve, which ana is not in: never hers to find.
+    _seed_chat(
+        database_url,
+        [_uuid(ana), _uuid(ivan)],
+        ["Deploying to staging.example.com now", INJECTION],
+        kind="private",
+        minutes_ago=30,
+    )
+    fillers = [f"status {i:03}" for i in range(1, 151)]
+    _seed_chat(
+        database_url,
+        [_uuid(ivan), _uuid(ana)],
+        ["Миграция базы завтра", *fillers, "deployed to staging"],
+        name=group,
+    )
+    _seed_chat(database_url, [_uuid(ivan), eve], ["миграция чужая"], kind="private")
+    for page in (ana, ivan):
+        page.reload()
+        expect(_chat(page, group)).to_be_visible()
+    history = _requests(ana, r"/history/\d+")
+
+    # Both words, each the start of a word ("staging.example.com" is three words), newest first.
+    ana.fill("#search-input", "deplo stag")
+    ana.press("#search-input", "Enter")
+    expect(_results(ana)).to_have_count(2)
+    expect(ana.locator("#chat-list")).to_be_hidden()
+    expect(_results(ana).locator(".title")).to_have_text([group, ivan_name])
+    expect(_results(ana).locator(".from")).to_have_text(["You", "You"])
+    expect(_results(ana).first.locator("mark")).to_have_text(["deployed", "staging"])
+    expect(_results(ana).last.locator("mark")).to_have_text(["Deploying", "staging"])
+    expect(_results(ana).last.locator(".snippet")).to_have_text("Deploying to staging.example.com now")
+    expect(ana.locator("#search-status")).to_have_text("2 messages found")
+    _shot(ana, "100-search-results")
+
+    # Markup in a message is text in the results too, the match marked all the same.
+    ana.fill("#search-input", "onerr")
+    expect(_results(ana).locator("mark")).to_have_text(["onerror"])
+    expect(_results(ana).locator(".snippet")).to_have_text(INJECTION)
+    expect(ana.locator("#result-list img")).to_have_count(0)
+
+    # Nothing found says so.
+    ana.fill("#search-input", "xyzzy")
+    expect(ana.locator("#search-status")).to_have_text("No messages found")
+    expect(_results(ana)).to_have_count(0)
+
+    # Russian, found by the start of a word whatever its case; eve's chat is not searched.
+    ana.fill("#search-input", "мигра")
+    ana.press("#search-input", "Enter")
+    expect(_results(ana)).to_have_count(1)
+    result = _results(ana).first
+    expect(result.locator(".title")).to_have_text(group)
+    expect(result.locator(".from")).to_have_text(ivan_name)
+    expect(result.locator(".snippet")).to_have_text("Миграция базы завтра")
+    expect(result.locator("mark")).to_have_text(["Миграция"])
+    assert re.search(r"\d{4}", result.locator("time").get_attribute("title"))  # the full date on hover
+    _shot(ana, "101-search-russian")
+
+    # A click opens the chat at the message: 151 messages newer than it, so the page pages back
+    # (100 at a time) to it, and lights it up. Everything from it to the newest is there.
+    history.clear()
+    result.locator("button").click()
+    expect(ana.locator("#chat-title")).to_have_text(group)
+    found = _message(ana, "Миграция базы завтра")
+    _flashed(ana, found, shot="102-search-opened-at-the-message")
+    expect(found).to_be_focused()
+    expect(result.locator("button")).to_have_attribute("aria-current", "true")
+    assert any("before_id=" in url and "page_size=100" in url for url in history), history
+    expect(ana.locator(".message .text")).to_have_count(152)
+    expect(ana.locator(".message .text").nth(1)).to_have_text("status 001")
+    expect(ana.locator("#new-messages")).to_have_text("Latest messages ↓")
+    expect(ana.locator("#pane-note")).to_be_hidden()
+    _no_page_scroll(ana)
+    ana.click("#new-messages")
+    expect(ana.locator(".message .text").last).to_have_text("deployed to staging")
+    expect(ana.locator(".message .text").last).to_be_in_viewport()
+
+    # A result of the chat already open, already on screen: no paging, just there.
+    ana.fill("#search-input", "status 075")
+    expect(_results(ana).locator(".snippet")).to_have_text(["status 075"])
+    history.clear()
+    _results(ana).first.locator("button").click()
+    _flashed(ana, _message(ana, "status 075"))
+    assert history == []
+
+    # ✕ brings the chat list back; so does Esc.
+    ana.click("#search-clear")
+    expect(ana.locator("#chat-list")).to_be_visible()
+    expect(ana.locator("#search-results")).to_be_hidden()
+    expect(ana.locator("#search-input")).to_have_value("")
+    expect(ana.locator("#search-input")).to_be_focused()
+    ana.fill("#search-input", "staging")
+    expect(_results(ana)).to_have_count(2)
+    ana.press("#search-input", "Escape")
+    expect(ana.locator("#chat-list")).to_be_visible()
+
+    # On a phone: the results in place of the list, a result opens the chat, ‹ goes back to them.
+    ivan.fill("#search-input", "МИГРАЦИЯ")
+    expect(_results(ivan).locator(".title")).to_have_text([eve_name, group])  # his chat with eve too
+    expect(_results(ivan).locator("mark")).to_have_text(["миграция", "Миграция"])
+    _in_place(ivan, "#search-input", "#result-list")
+    _no_page_scroll(ivan)
+    _shot(ivan, "103-search-phone")
+    _results(ivan).filter(has_text=group).locator("button").click()
+    _flashed(ivan, _message(ivan, "Миграция базы завтра"), shot="104-search-opened-phone")
+    expect(ivan.locator("#sidebar")).to_be_hidden()
+    ivan.click("#back")
+    expect(_results(ivan)).to_have_count(2)
+
+
+def test_replies_quote_the_message_they_answer(server, new_context, database_url):
+    """alice replies to an old message of bob's; both see the quote above the reply, a click on
+    it goes to the original (paging back to it), and once bob deletes the original the quote
+    says so."""
+    tag = uuid.uuid4().hex[:6]
+    alice_name, bob_name = f"alice-{tag}", f"bob-{tag}"
+    sent, watch = _commands_sent("send_message")
+    alice = _person(new_context, server.url, alice_name, setup=watch)
+    bob = _person(new_context, server.url, bob_name)
+    question = "Can you review the migration plan before Friday? It is in the shared folder."
+    _seed_chat(
+        database_url,
+        [_uuid(bob), _uuid(alice)],
+        [question, *(f"note {i:02}" for i in range(1, 61))],
+        kind="private",
+    )
+    for page in (alice, bob):
+        page.reload()
+    _chat(bob, alice_name).click()
+    expect(bob.locator(".message .text").last).to_have_text("note 60")
+
+    # alice finds bob's question (older than the page she would open), and replies to it.
+    alice.fill("#search-input", "review migration")
+    _results(alice).first.locator("button").click()
+    original = _message(alice, "Can you review the migration plan")
+    _flashed(alice, original)
+    original.hover()
+    _button(original, "Reply").click()
+    expect(alice.locator("#reply-bar")).to_be_visible()
+    expect(alice.locator("#reply-bar .quote-who")).to_have_text(f"Replying to {bob_name}")
+    expect(alice.locator("#reply-excerpt")).to_have_text(question)
+    expect(alice.locator("#text")).to_be_focused()
+    # ✕ drops the reply, and so does Esc in the composer.
+    alice.click("#reply-cancel")
+    expect(alice.locator("#reply-bar")).to_be_hidden()
+    expect(alice.locator("#text")).to_be_focused()
+    original.hover()
+    _button(original, "Reply").click()
+    alice.press("#text", "Escape")
+    expect(alice.locator("#reply-bar")).to_be_hidden()
+    original.hover()
+    _button(original, "Reply").click()
+    alice.fill("#text", "Yes, it looks good to me")
+    _in_place(alice, "#reply-bar", "#composer")
+    _no_page_scroll(alice)
+    _shot(alice, "110-replying")
+    alice.emulate_media(color_scheme="dark")
+    _shot(alice, "110-replying-dark")
+    alice.emulate_media(color_scheme="light")
+    alice.press("#text", "Enter")
+
+    # Sent with reply_to; the composer's quote goes, the message shows it above its text.
+    reply = _message(alice, "Yes, it looks good to me")
+    expect(alice.locator("#reply-bar")).to_be_hidden()
+    assert sent[-1]["reply_to"] == int(original.get_attribute("data-id")), sent[-1]
+    expect(reply.locator(".quote .quote-who")).to_have_text(bob_name)
+    expect(reply.locator(".quote .quote-text")).to_have_text(question)
+    expect(reply).to_be_in_viewport()
+    reply.locator(".quote").click()
+    _flashed(alice, original)
+
+    # bob's page has the newest 60 messages, not his question: the reply says so, above its text.
+    bobs_reply = _message(bob, "Yes, it looks good to me")
+    bobs_quote = bobs_reply.locator(".quote")
+    expect(bobs_quote).to_have_text("message not loaded")
+    assert bobs_quote.bounding_box()["y"] < bobs_reply.locator(".text").bounding_box()["y"]
+    _shot(bob, "111-reply-quotes-a-message-not-loaded")
+    # A click pages back to the original; the quote now shows it (bob's own: "You").
+    bobs_quote.click()
+    bobs_original = _message(bob, "Can you review the migration plan")
+    _flashed(bob, bobs_original, shot="112-reply-original-lit")
+    expect(bobs_quote.locator(".quote-who")).to_have_text("You")
+    expect(bobs_quote.locator(".quote-text")).to_have_text(question)
+    bob.click("#new-messages")
+    expect(bobs_reply).to_be_in_viewport()
+    _shot(bob, "112-reply-quotes-the-original-shown")
+
+    # bob deletes his question: both quotes say "deleted message", and lead nowhere.
+    _delete(bob, bobs_original)
+    expect(bobs_original).to_have_count(0)
+    expect(bobs_quote).to_have_text("deleted message")
+    expect(bobs_quote).to_be_disabled()
+    expect(reply.locator(".quote")).to_have_text("deleted message")
+    expect(original).to_have_count(0)
+    bobs_reply.scroll_into_view_if_needed()
+    _shot(bob, "113-reply-to-a-deleted-message")
+
+    # After a reload alice's page cannot know yet; a click pages back, and then it does.
+    alice.reload()
+    _chat(alice, bob_name).click()
+    quote = _message(alice, "Yes, it looks good to me").locator(".quote")
+    expect(quote).to_have_text("message not loaded")
+    quote.click()
+    expect(alice.locator("#pane-note")).to_have_text("That message is no longer there: it was deleted.")
+    expect(quote).to_have_text("deleted message")
+    expect(alice.locator(".message .text")).to_have_count(61)
 
 
 # --- Written last: /docs must render with no internet (Swagger UI served by chat.py itself) -------

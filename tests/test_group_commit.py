@@ -39,10 +39,10 @@ async def test_every_sender_is_answered_even_when_delivering_a_batch_fails(datab
         writer = chat.MessageWriter(pool, deliver)
         with caplog.at_level(logging.ERROR):
             first = await asyncio.wait_for(
-                asyncio.gather(*(writer.write(chat_id, sender, f"a{n}", None) for n in range(5))), 5
+                asyncio.gather(*(writer.write(chat_id, sender, f"a{n}", None, None) for n in range(5))), 5
             )
             second = await asyncio.wait_for(
-                asyncio.gather(*(writer.write(chat_id, sender, f"b{n}", None) for n in range(5))), 5
+                asyncio.gather(*(writer.write(chat_id, sender, f"b{n}", None, None) for n in range(5))), 5
             )
     finally:
         await pool.close()
@@ -66,10 +66,10 @@ async def test_a_send_that_cannot_be_stored_fails_alone(database_url, db, chat_o
     try:
         writer = chat.MessageWriter(pool, lambda events: None)
         bad = asyncio.gather(
-            *(writer.write(chat_id, sender, text, None) for text in ("fine", "nul\x00")), return_exceptions=True
+            *(writer.write(chat_id, sender, text, None, None) for text in ("fine", "nul\x00")), return_exceptions=True
         )
         results = await asyncio.wait_for(bad, 5)
-        good = await asyncio.wait_for(writer.write(chat_id, sender, "after", None), 5)
+        good = await asyncio.wait_for(writer.write(chat_id, sender, "after", None, None), 5)
     finally:
         await pool.close()
     assert all(isinstance(result, asyncpg.PostgresError) for result in results), results
@@ -88,7 +88,7 @@ async def test_a_batch_is_numbered_in_the_order_it_was_sent(database_url, db, ch
     try:
         writer = chat.MessageWriter(pool, lambda events: None)
         rows = await asyncio.wait_for(
-            asyncio.gather(*(writer.write(chat_id, sender, f"m{n}", None) for n in range(20))), 5
+            asyncio.gather(*(writer.write(chat_id, sender, f"m{n}", None, None) for n in range(20))), 5
         )
     finally:
         await pool.close()

@@ -16,7 +16,7 @@ async def test_message_is_stored_then_delivered_to_members_only(db, make_user, c
     reply = await a.command({"action": "send_message", "chat_id": chat["id"], "text": "hello bob"})
     assert reply["action"] == "message_sent"
     message = reply["data"]
-    assert set(message) == {"id", "chat_id", "sender_uuid", "text", "timestamp", "read_status", "edited_at"}
+    assert set(message) == {"id", "chat_id", "sender_uuid", "text", "timestamp", "read_status", "edited_at", "reply_to"}
     assert message["edited_at"] is None
     assert message["chat_id"] == chat["id"] and message["sender_uuid"] == alice.uuid
     assert message["text"] == "hello bob" and message["read_status"] == "unread"

@@ -228,22 +228,6 @@ async def test_resume_on_another_process(two_servers, make_user, create_chat):
     await back.close()
 
 
-@pytest.fixture
-def fresh_database(pg, database_url):
-    """A database of the test's own on the session's PostgreSQL, migrated."""
-    name = f"resume_{uuid.uuid4().hex[:8]}"
-
-    async def create():
-        conn = await asyncpg.connect(database_url)
-        await conn.execute(f"create database {name}")
-        await conn.close()
-
-    asyncio.run(create())
-    url = pg.get_uri(database=name)
-    run_alembic(url, "upgrade", "head")
-    return url
-
-
 async def test_old_events_are_pruned_and_their_cursors_not_resumed(fresh_database, tmp_path):
     """EVENT_RETENTION_HOURS: older events are deleted, and a cursor from before them is not resumed."""
     env = {"DATABASE_URL": fresh_database, "JWT_SECRET": JWT_SECRET, **LIMITS}
