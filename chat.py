@@ -651,9 +651,8 @@ async def search(request):
         words = await conn.fetchval(SQL.make_search_query, q)
         if words is None:  # punctuation only: no word to find
             return json({"messages": []})
-        # A plan made for these words, each time: PostgreSQL then reads a rare word's few
-        # matches through messages_search, and a common word's newest messages backwards
-        # until it has a page. A generic plan, made once for any words, does one or the other.
+        # A plan made for these words, each time (see search_messages): a generic plan, made once
+        # for any words, cannot know which way is quick (the index or a walk) for these.
         await conn.execute("set local plan_cache_mode = force_custom_plan")
         rows = await conn.fetch(SQL.search_messages, user_id, words, chat_id or None, before_id or None, limit)
     return json({"messages": [_message(row) for row in rows]})

@@ -179,17 +179,50 @@ select string_agg(quote_literal(word) || ':*', ' & ')
 from unnest(tsvector_to_array(to_tsvector('simple', regexp_replace($1, '[^[:alnum:]]+', ' ', 'g')))) as word
 
 -- name: search_messages
--- A page of the messages matching tsquery $2 in the chats user $1 is a member of now (or only in
--- chat $3), older than message $4, newest first. The match is the expression of the index
--- messages_search, to the character. Run with custom plans (see search in chat.py).
-select m.id, m.chat_id, m.sender_id, m.text, m.sent_at, m.is_read, m.edited_at, m.reply_to
-from messages m
-where to_tsvector('simple', regexp_replace(m.text, '[^[:alnum:]]+', ' ', 'g')) @@ $2::tsquery
-  and m.chat_id in (select chat_id from chat_members where user_id = $1)
-  and ($3::int is null or m.chat_id = $3)
-  and ($4::bigint is null or m.id < $4)
-  and m.deleted_at is null
-order by m.id desc
+-- A page of the messages matching tsquery $2 in the chats user $1 is in now (or only chat $3), older
+-- than message $4, newest first. A rare word's matches (5,000 or fewer in all) are read through the
+-- index messages_search, whose expression the match repeats to the character; a common word's, chat
+-- by chat, walking each chat backwards (chat_id, id). Either way a search reads no more than that
+-- many matches, or the user's own chats: never everyone's messages (one walk back through all
+-- messages, PostgreSQL's choice for a word it guesses common, read 1,000,000 for a user in quiet chats).
+with found as materialized (
+    select m.id
+    from messages m
+    where to_tsvector('simple', regexp_replace(m.text, '[^[:alnum:]]+', ' ', 'g')) @@ $2::tsquery
+      and ($4::bigint is null or m.id < $4)
+      and m.deleted_at is null
+    limit 5001
+), chats as (
+    select chat_id from chat_members where user_id = $1 and ($3::int is null or chat_id = $3)
+)
+select *
+from (
+    (select m.id, m.chat_id, m.sender_id, m.text, m.sent_at, m.is_read, m.edited_at, m.reply_to
+     from found
+     -- one lookup per match: a plain join may walk the primary key through every message
+     cross join lateral (select * from messages where id = found.id limit 1) m
+     where (select count(*) from found) <= 5000
+       and m.chat_id in (select chat_id from chats)
+     order by m.id desc
+     limit $5)
+    union all
+    (select m.*
+     from chats
+     cross join lateral (
+         select m.id, m.chat_id, m.sender_id, m.text, m.sent_at, m.is_read, m.edited_at, m.reply_to
+         from messages m
+         where m.chat_id = chats.chat_id
+           and to_tsvector('simple', regexp_replace(m.text, '[^[:alnum:]]+', ' ', 'g')) @@ $2::tsquery
+           and ($4::bigint is null or m.id < $4)
+           and m.deleted_at is null
+         order by m.id desc
+         limit $5
+     ) m
+     where (select count(*) from found) > 5000
+     order by m.id desc
+     limit $5)
+) page
+order by id desc
 limit $5
 
 -- name: list_history_before

@@ -6,16 +6,20 @@ load-generator processes, and prints one table (also written as JSON).
 
     python bench/run.py [--quick] [--out bench/results.json]
 
-Parts: the database bound (INSERT+COMMIT/s), the socket bound (a bare Sanic fan-out,
+Parts: the database bound (INSERT+COMMIT/s; and again with messages of 5 to 15 words, without
+and with the search index), the socket bound (a bare Sanic fan-out,
 bench/fanout_server.py), throughput stepped up to saturation, latency at 25% and 50% of
 it, edit and delete latency (with sends at the same rate, in the same step, as the
 control), typing pushes from 100 typists (with sends at the same rate, in the same step,
 as the control; and the events rows written meanwhile: none for typing), 5,000 idle
 sockets, unread-on-connect with 10,000 unread, history in a chat of 1,000,000 messages,
 resume of 1,000 missed events among 1,000,000 events of others (against the same connect
-without a cursor, and the resume query's plan: the rows of events it reads), a login
-storm (and, as its control, the same step beside a CPU hog that is not chat.py), and the
-throughput run again on two server processes.
+without a cursor, and the resume query's plan: the rows of events it reads), search among
+1,000,000 messages of 1,000 chats, 100 of them the user's (a word and a Russian prefix in 0.1%
+of the messages each, and the most frequent word, also by a user of one chat gone quiet; and
+the plan of the server's query: the rows of messages it reads), a login storm (and, as its
+control, the same step beside a CPU hog that is not chat.py), and the throughput run again on
+two server processes.
 """
 
 import argparse
@@ -24,9 +28,12 @@ import bisect
 import contextlib
 import gc
 import json
+import math
 import multiprocessing
 import os
 import platform
+import random
+import re
 import socket
 import statistics
 import subprocess
@@ -59,6 +66,47 @@ OP_NAMES = ("send", "edit", "delete")
 TYPISTS, TYPING_INTERVAL = 100, 3
 # The resume part: the user missed this many events, and had as many before the cursor.
 MISSED = 1000
+# The search part: messages of 5 to 15 words of a vocabulary of 5,000: real English and Russian
+# words first, the frequent ones in rough order, then made-up words of both alphabets for the long
+# tail; a word's share falls as its rank rises (Zipf: rank k about 1/k). They are spread over
+# 1,000 groups of 10, and the searching user is in 100 of them. What it looks for: a word and a
+# prefix of a Russian word, each planted in 0.1% of the messages (in the forms below; no word of
+# the vocabulary begins with either), and the most frequent word (a prefix of 60% of them); and
+# the same word by another user, in one group only, whose QUIET messages all came before the
+# others' (a chat gone quiet: its newest messages are far back in the table).
+SEARCH_CHATS, SEARCH_MEMBER_OF, VOCABULARY, QUIET = 1000, 100, 5000, 1000
+SEARCH_SAMPLES, SEARCH_BUDGET = 100, 10  # requests of each search, or as many as fit in the seconds
+PLANTED = 0.001
+SEARCHES = {  # name: (q, the planted forms or None for a word of the vocabulary, whose search)
+    "word": ("deploy", ["deploy", "deploy", "deploy", "Deploy"], "searcher"),
+    "prefix": ("мигра", ["миграция", "миграции", "миграцию", "миграцией", "Миграция", "МИГРАЦИИ"], "searcher"),
+    "common": ("the", None, "searcher"),
+    "common_quiet_chat": ("the", None, "quiet"),
+}
+ENGLISH = """
+    the to i you a and it is that of in for on we this be have not can with so do just but at are me
+    my what if will was all get from no ok one like about out up there know now they think time when
+    then good yes here how should see need go why who would could them their these well really more
+    some tomorrow today new use make work fix test build server code team meeting call check please
+    thanks sure later back still did does done got want lets way try after before first last next
+    week day night morning people thing things something anything nothing right left same other any
+    each every many much very too only even again never always maybe already yet since until because
+    while where which our your his her its him she he us said say tell ask give take put keep find
+    look show help start stop run open close send read write change update release issue bug error log
+    data file page link user account password login email message chat group channel branch merge
+    commit review push pull request version table query index cache queue job task plan doc note idea
+    problem question answer reason case point part place home office lunch coffee break weekend
+    holiday friday monday sorry hey hi hello yeah nope cool great nice fine bad wrong broken slow fast
+    big small old long short high low full empty easy hard real clear ready busy free late early soon
+"""
+RUSSIAN = """
+    и в не на я что с он как это по но к у же вы за бы так мы от ты все она то из мне да о нет его ну
+    еще уже там тут когда сегодня завтра вчера надо можно нужно сейчас если было будет есть просто
+    очень только потом хорошо спасибо привет давай может где кто почему зачем сервер код сборка тест
+    релиз ошибка задача встреча проект база данных версия обновление проверка ветка запрос таблица
+    индекс файл письмо пароль вопрос ответ неделя утро вечер понедельник пятница кофе обед время
+    работа команда клиент баг лог
+"""
 
 
 # --- Processes ----------------------------------------------------------------------
@@ -524,8 +572,9 @@ def saturate(clients, recipients, seconds, persisted):
 # --- The parts ------------------------------------------------------------------------
 
 
-async def database_bound(url, chat_id, sender, seconds, concurrency=10):
-    """Single-message INSERT+COMMITs per second over a pool as large as chat.py's."""
+async def database_bound(url, chat_id, sender, seconds, concurrency=10, texts=("bound",)):
+    """Single-message INSERT+COMMITs per second over a pool as large as chat.py's (the messages'
+    texts: `texts` in turn)."""
     pool = await asyncpg.create_pool(url, min_size=concurrency, max_size=concurrency)
     count, until, busy_before = 0, time.monotonic() + seconds, machine_busy()
 
@@ -533,7 +582,10 @@ async def database_bound(url, chat_id, sender, seconds, concurrency=10):
         nonlocal count
         while time.monotonic() < until:
             await pool.execute(
-                "insert into messages (chat_id, sender_id, text) values ($1, $2, 'bound')", chat_id, sender
+                "insert into messages (chat_id, sender_id, text) values ($1, $2, $3)",
+                chat_id,
+                sender,
+                texts[count % len(texts)],
             )
             count += 1
 
@@ -648,14 +700,14 @@ async def timed_connect(url):
     return (ended - started) * 1000, listener.unread or {}, listener.frames, listener.rising
 
 
-def explained(plan):
-    """What a plan of list_user_events (EXPLAIN ANALYZE, BUFFERS, as JSON) did with `events`."""
+def explained(plan, table="events"):
+    """What a plan (EXPLAIN ANALYZE, BUFFERS, as JSON: of list_user_events, say) did with `table`."""
     nodes, stack = [], [plan["Plan"]]
     while stack:
         nodes.append(stack.pop())
         stack += nodes[-1].get("Plans", [])
-    on_events = [n for n in nodes if n.get("Relation Name") == "events" or n.get("Index Name", "").startswith("events")]
-    heap = [n for n in on_events if n.get("Relation Name") == "events"]
+    on_table = [n for n in nodes if n.get("Relation Name") == table or n.get("Index Name", "").startswith(table)]
+    heap = [n for n in on_table if n.get("Relation Name") == table]
 
     def rows(n, key):
         return round(n.get(key, 0) * n.get("Actual Loops", 1))
@@ -663,8 +715,8 @@ def explained(plan):
     kept = sum(rows(n, "Actual Rows") for n in heap)
     removed = sum(rows(n, "Rows Removed by Filter") + rows(n, "Rows Removed by Index Recheck") for n in heap)
     return {
-        "scans": ", ".join(n["Node Type"] + (f" on {n['Index Name']}" if "Index Name" in n else "") for n in on_events),
-        "rows_read": kept + removed,  # rows of events the query looked at
+        "scans": ", ".join(n["Node Type"] + (f" on {n['Index Name']}" if "Index Name" in n else "") for n in on_table),
+        "rows_read": kept + removed,  # rows of the table the query looked at
         "rows_kept": kept,
         "rows_removed": removed,
         "heap_blocks": sum(n.get("Exact Heap Blocks", 0) + n.get("Lossy Heap Blocks", 0) for n in heap),
@@ -833,6 +885,255 @@ async def resume_part(conn, base, ws_base, sender_id, their_chat, password_hash,
     }
 
 
+# --- The search part --------------------------------------------------------------------
+
+
+def vocabulary():
+    """The search part's VOCABULARY words, the most frequent first: the real English and Russian
+    ones (a Russian one after every three English), then made-up words of both alphabets (one in
+    six Cyrillic) in no order. None begins with a planted search (SEARCHES)."""
+    rng, english, russian, words = random.Random(17), ENGLISH.split(), RUSSIAN.split(), []
+    while english or russian:
+        words += english[:3] + russian[:1]
+        english, russian = english[3:], russian[1:]
+    words = list(dict.fromkeys(words))
+    alphabets = [  # onsets, vowels, codas and endings, split at each space: a leading space is an ""
+        [part.split(" ") for part in parts]
+        for parts in (
+            (
+                "b c d f g h k l m n p r s t v w br cl cr dr fl gr pl pr sh sl st str th tr",
+                "a e i o u ai ea ee io ou",
+                "   n r s t l nd st ck ng",
+                "    ing ed er s ly tion ment",
+            ),
+            (
+                "б в г д ж з к л м н п р с т ф х ч ш пр ст тр кр гр др бр",
+                "а е и о у ы я ю",
+                "  н р с т л к м",
+                "   а ы ой ать ить ение ость ный",
+            ),
+        )
+    ]
+    seen, planted = set(words), tuple(q for q, forms, _ in SEARCHES.values() if forms)
+    while len(words) < VOCABULARY:
+        onsets, vowels, codas, endings = alphabets[rng.random() < 1 / 6]
+        syllables = (
+            rng.choice(onsets) + rng.choice(vowels) + rng.choice(codas) for _ in range(rng.choice((1, 1, 2, 2, 2, 3)))
+        )
+        word = "".join(syllables) + rng.choice(endings)
+        if word not in seen and not word.startswith(planted):
+            seen.add(word)
+            words.append(word)
+    return words
+
+
+def sample_texts(words, count):
+    """`count` messages made as the search part's are (without its planted words): 5 to 15 words,
+    the word of rank k (1 to len(words)) about as often as 1/k: k = floor(e^(u ln(len + 1)))."""
+    rng, log = random.Random(17), math.log(len(words) + 1)
+    return [
+        " ".join(words[int(math.exp(rng.random() * log)) - 1] for _ in range(rng.randint(5, 15))) for _ in range(count)
+    ]
+
+
+def words_of(text):
+    """The words of a text as messages_search splits and lowercases them: runs of letters and digits."""
+    return re.findall(r"[^\W_]+", text.lower())
+
+
+def literal(value):
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def outline(node):
+    """A plan's nodes, nested: Limit(Sort(Bitmap Heap Scan(Bitmap Index Scan on messages_search)))."""
+    name = node["Node Type"] + (f" on {node['Index Name']}" if "Index Name" in node else "")
+    children = node.get("Plans", [])
+    return name + (f"({', '.join(outline(child) for child in children)})" if children else "")
+
+
+async def search_index_cost(conn, url, chat_id, sender, seconds):
+    """The database bound with messages of 5 to 15 words (as the search part's), in turn without
+    the search index messages_search and with it, made again as it was (its definition, as
+    PostgreSQL tells it, i.e. as the migration made it), twice each: the mean of each (one run
+    after another gains or loses a little as the table grows and warms up)."""
+    texts = sample_texts(vocabulary(), 10_000)
+    definition = await conn.fetchval("select pg_get_indexdef('messages_search'::regclass)")
+    runs, built = {"without": [], "with": []}, []
+    for _ in range(2):
+        await conn.execute("drop index messages_search")
+        runs["without"].append(await database_bound(url, chat_id, sender, seconds, texts=texts))
+        started = time.monotonic()
+        await conn.execute(definition)
+        built.append(time.monotonic() - started)
+        runs["with"].append(await database_bound(url, chat_id, sender, seconds, texts=texts))
+    result = {}
+    for name, bounds in runs.items():
+        result[f"{name}_per_s"] = round(statistics.mean(per_s for per_s, _ in bounds))
+        result[f"{name}_cpu_cores"] = round(statistics.mean(cores for _, cores in bounds), 2)
+        result[f"{name}_runs_per_s"] = [per_s for per_s, _ in bounds]
+    return {
+        **result,
+        "words_per_message": round(sum(len(text.split()) for text in texts) / len(texts), 1),
+        "index_build_s": round(max(built), 2),  # on the messages of the parts before (few)
+        "rows_when_built": await conn.fetchval("select count(*) from messages"),
+    }
+
+
+async def search_page(http, **params):
+    """The ids of a page of GET /search, or None if it was not 200 OK."""
+    response = await http.get("/search", params=params)
+    return [message["id"] for message in response.json()["messages"]] if response.status_code == 200 else None
+
+
+async def timed_search(http, q):
+    """SEARCH_SAMPLES GET /search?q=... one after another, or as many as SEARCH_BUDGET seconds
+    allow: the time of each, and how many were not 200 OK."""
+    samples, errors, until = [], 0, time.monotonic() + SEARCH_BUDGET
+    while len(samples) < SEARCH_SAMPLES and time.monotonic() < until:
+        started = time.perf_counter()
+        response = await http.get("/search", params={"q": q})
+        samples.append((time.perf_counter() - started) * 1000)
+        errors += response.status_code != 200
+    return {
+        "samples": len(samples),
+        "errors": errors,
+        "p50_ms": round(percentile(samples, 50), 2),
+        "p99_ms": round(percentile(samples, 99), 2),
+    }
+
+
+def search_seed_sql():
+    """An INSERT of $4 messages as the search part's, straight into `messages`: each in a random
+    chat of $1, from one of its 10 members (chat k's, from 0: users $2[10k] to $2[10k + 9], round
+    the array), of 5 to 15 words of the vocabulary $3 (a JSON array: jsonb finds an element at once,
+    where an array of text walks to it) at VOCABULARY's frequencies, with a form of $6 and one of
+    $7 each in a share $5 of them, and a full stop, a question mark or nothing at the end; one sent
+    every 30 s up to now."""
+    word = f"($3::jsonb ->> (floor(exp(random() * {math.log(VOCABULARY + 1)!r}))::int - 1))"
+    words = [word if n < 5 else f"case when s.length > {n} then {word} end" for n in range(15)]
+    for place, forms in ((2, "$6::text[]"), (5, "$7::text[]")):
+        pick = f"({forms})[1 + floor(random() * cardinality({forms}))::int]"
+        words.insert(place, f"case when random() < $5::float8 then {pick} end")
+    return f"""
+        insert into messages (chat_id, sender_id, text, sent_at)
+        select ($1::int[])[1 + s.k],
+               ($2::uuid[])[1 + (10 * s.k + floor(random() * 10)::int) % cardinality($2::uuid[])],
+               concat_ws(' ', {", ".join(words)}) || (array['', '', '.', '?'])[1 + floor(random() * 4)::int],
+               now() - ($4::int - s.i) * interval '30 seconds'
+        from (
+            select i, floor(random() * cardinality($1::int[]))::int as k, 5 + floor(random() * 11)::int as length
+            from generate_series(1, $4::int) i
+        ) s
+        """
+
+
+async def search_part(conn, base, member_ids, password_hash, n_messages):
+    """A user in SEARCH_MEMBER_OF of SEARCH_CHATS groups of 10 (`member_ids` in turn) and one in a
+    group gone quiet, with `n_messages` messages seeded straight into `messages` (see SEARCHES),
+    after VACUUM ANALYZE: for each search, SEARCH_SAMPLES GET /search over one keep-alive
+    connection; its matches in the user's chats and in all; whether the first two pages are right
+    (against the user's messages searched here in Python); and the plan of the server's query
+    once, as the server runs it (a custom plan) and as a generic plan would be."""
+    users = {who: (await seed_users(conn, who, 1, password_hash))[0] for who in ("searcher", "quiet")}
+    chat_ids = await conn.fetchval(
+        "with new as (insert into chats (type, name) select 'group', 'search ' || g from generate_series(1, $1) g "
+        "returning id) select array_agg(id order by id) from new",
+        SEARCH_CHATS + 1,
+    )
+    quiet_chat, chat_ids = chat_ids[0], chat_ids[1:]
+    chats_of = {"searcher": chat_ids[:: SEARCH_CHATS // SEARCH_MEMBER_OF], "quiet": [quiet_chat]}
+    await conn.execute(
+        """
+        insert into chat_members (chat_id, user_id)
+        select c.id, ($2::uuid[])[1 + (10 * (c.k - 1) + j) % cardinality($2::uuid[])]
+        from unnest($1::int[]) with ordinality c (id, k), generate_series(0, 9) j
+        union all
+        select unnest($3::int[]), $4
+        union all
+        select $5, unnest($6::uuid[])
+        """,
+        chat_ids,
+        member_ids,
+        chats_of["searcher"],
+        users["searcher"][0],
+        quiet_chat,
+        [*member_ids[:10], users["quiet"][0]],
+    )
+    words, forms = json.dumps(vocabulary()), [forms for _, forms, _ in SEARCHES.values() if forms]
+    started = time.monotonic()
+    await conn.execute("select setseed(0.17)")  # the same messages every run
+    for chats, count in (([quiet_chat], QUIET), (chat_ids, n_messages)):
+        await conn.execute(search_seed_sql(), chats, member_ids, words, count, PLANTED, forms[0], forms[1])
+    seeded = time.monotonic() - started
+    started = time.monotonic()
+    # What autovacuum would have done by now, to every table seeded here: the plan turns on how
+    # many chats PostgreSQL expects the user in, as well as on how many messages match.
+    await conn.execute("vacuum analyze messages, chat_members, chats, users")
+    vacuumed = time.monotonic() - started
+
+    tokens = dict(zip(users, await tokens_for(base, [email for _, email in users.values()]), strict=True))
+    expression = await conn.fetchval("select pg_get_indexdef('messages_search'::regclass, 1, true)")
+    await conn.execute(f"prepare bench_search as {query('search_messages')}")
+    searches = {}
+    for who, (user_id, _) in users.items():
+        theirs = [
+            (row["id"], words_of(row["text"]))
+            for row in await conn.fetch(
+                "select id, text from messages where chat_id = any($1::int[]) and deleted_at is null", chats_of[who]
+            )
+        ]
+        headers = {"Authorization": f"Bearer {tokens[who]}"}
+        async with httpx.AsyncClient(base_url=base, headers=headers, timeout=60) as http:
+            for name, (q, _, whose) in SEARCHES.items():
+                if whose != who:
+                    continue
+                wanted = words_of(q)
+                found = sorted(
+                    (i for i, their_words in theirs if all(any(w.startswith(p) for w in their_words) for p in wanted)),
+                    reverse=True,
+                )
+                first = await search_page(http, q=q)
+                second = await search_page(http, q=q, before_id=first[-1]) if first and len(first) == 20 else []
+                tsquery = await conn.fetchval(query("make_search_query"), q)
+                plans = {}
+                for mode in ("force_custom_plan", "force_generic_plan"):
+                    await conn.execute(f"set plan_cache_mode = {mode}")
+                    plan = await conn.fetchval(
+                        "explain (analyze, buffers, format json) "
+                        f"execute bench_search({literal(user_id)}, {literal(tsquery)}, null, null, 20)"
+                    )
+                    plan = json.loads(plan)[0]
+                    plans[mode] = {**explained(plan, "messages"), "outline": outline(plan["Plan"])}
+                await conn.execute("reset plan_cache_mode")
+                searches[name] = {
+                    "q": q,
+                    "tsquery": tsquery,
+                    "user_chats": len(chats_of[who]),
+                    "quiet": who == "quiet",  # the user's one chat: all its messages before the others'
+                    "matches": await conn.fetchval(f"select count(*) from messages where {expression} @@ $1", tsquery),
+                    "matches_in_users_chats": len(found),
+                    **await timed_search(http, q),
+                    "wrong_pages": (first != found[:20]) + (second != found[20:40]),  # of the first two
+                    "plan": plans["force_custom_plan"],  # as the server runs it
+                    "generic_plan": plans["force_generic_plan"],
+                }
+    await conn.execute("deallocate bench_search")
+    return {
+        "messages": n_messages,
+        "chats": SEARCH_CHATS,
+        "member_of": SEARCH_MEMBER_OF,
+        "quiet_chat_messages": QUIET,
+        "vocabulary": VOCABULARY,
+        "messages_in_table": await conn.fetchval("select count(*) from messages"),
+        "table_mib": round(await conn.fetchval("select pg_table_size('messages')") / 2**20),
+        "index_mib": round(await conn.fetchval("select pg_relation_size('messages_search')") / 2**20),
+        "seed_s": round(seeded, 1),
+        "vacuum_analyze_s": round(vacuumed, 1),
+        "searches": searches,
+    }
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller numbers, for trying the harness out")
@@ -844,6 +1145,7 @@ def main():
     n_unread = 1000 if quick else 10_000
     n_history = 50_000 if quick else 1_000_000
     n_resume = 100_000 if quick else 1_000_000  # events of others kept, around the resuming user's
+    n_search = 200_000 if quick else 1_000_000  # messages in the search part's chats
     resume_samples = 20 if quick else 50
     typing_seconds = 9 if quick else 21
     step_seconds = 3 if quick else 6
@@ -864,7 +1166,7 @@ def main():
     server, port = start(["chat.py"], env)
     base, ws_base = f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/connect"
     try:
-        sizes = n_users, n_idle, n_unread, n_history, n_resume, resume_samples, typing_seconds, step_seconds
+        sizes = n_users, n_idle, n_unread, n_history, n_resume, n_search, resume_samples, typing_seconds, step_seconds
         asyncio.run(_run(results, url, env, server, base, ws_base, sizes))
     finally:
         server.terminate()
@@ -876,7 +1178,7 @@ def main():
 
 
 async def _run(results, url, env, server, base, ws_base, sizes):
-    n_users, n_idle, n_unread, n_history, n_resume, resume_samples, typing_seconds, step_seconds = sizes
+    n_users, n_idle, n_unread, n_history, n_resume, n_search, resume_samples, typing_seconds, step_seconds = sizes
     conn = await asyncpg.connect(url)
     cheap_hash = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode()
     users = await seed_users(conn, "u", n_users, cheap_hash)
@@ -892,6 +1194,9 @@ async def _run(results, url, env, server, base, ws_base, sizes):
     )
 
     print(f"    {results['db_bound_inserts_per_s']} inserts/s", flush=True)
+    print("bounds: database, messages of 5 to 15 words, without and with the search index", flush=True)
+    results["search_index"] = await search_index_cost(conn, url, bound_chat, users[0][0], 5)
+    print(f"    {results['search_index']}", flush=True)
     print("bounds: bare Sanic fan-out", flush=True)
     fanout, fanout_port = start(["bench/fanout_server.py"])
     groups = [f"ws://127.0.0.1:{fanout_port}/connect?group={chat}" for chat in chats]
@@ -1096,11 +1401,46 @@ async def _run(results, url, env, server, base, ws_base, sizes):
         conn, base, ws_base, users[0][0], chat_id, cheap_hash, n_resume, resume_samples
     )
     print(f"    {results['resume']}", flush=True)
+
+    print(f"search: seeding {n_search:,} messages in {SEARCH_CHATS:,} chats", flush=True)
+    results["search"] = await search_part(conn, base, [uid for uid, _ in users], cheap_hash, n_search)
+    print(f"    {results['search']}", flush=True)
     await conn.close()
 
 
 def ms(value):
     return "-" if value is None else f"{value:.0f}"
+
+
+def search_rows(r):
+    """The table's rows of the search part (none in runs from before search)."""
+    if "search" not in r:
+        return []
+    se, rows = r["search"], []
+    for s in se["searches"].values():
+        plan, generic = s["plan"], s["generic_plan"]
+        name = f"search {s['q']!r}" + (" (quiet chat)" if s["quiet"] else "")
+        chats = f"the user's {s['user_chats']} chat" + ("s" if s["user_chats"] > 1 else "")
+        if s["quiet"]:
+            chats += f", its {se['quiet_chat_messages']:,} messages older than all the others"
+        rows.append(
+            (
+                f"{name}: p50/p99 ms",
+                f"{s['p50_ms']:.1f} / {s['p99_ms']:.1f}",
+                f"{s['matches_in_users_chats']:,} matches in {chats}; {s['matches']:,} in all "
+                f"{se['messages_in_table']:,} messages; {s['samples']} requests, {s['errors']} not 200; "
+                f"{s['wrong_pages']} of 2 pages wrong",
+            )  # fmt: skip
+        )
+        rows.append(
+            (
+                f"{name} query: rows of messages read",
+                f"{plan['rows_read']:,}",
+                f"{plan['scans']}; {plan['execution_ms']} ms; a generic plan (the server's are custom): "
+                f"{generic['rows_read']:,} rows, {generic['scans']}, {generic['execution_ms']} ms",
+            )  # fmt: skip
+        )
+    return rows
 
 
 def print_table(r):
@@ -1118,6 +1458,19 @@ def print_table(r):
             r["db_bound_inserts_per_s"],
             f"whole machine {r['db_bound_cpu_cores']} cores",
         ),  # fmt: skip
+    ]
+    if "search_index" in r:  # not in runs from before search
+        si = r["search_index"]
+        cost = si["with_per_s"] / si["without_per_s"] - 1
+        cores = f"{si['with_cpu_cores']} / {si['without_cpu_cores']}"
+        rows.append(
+            (
+                "search index: database bound with / without it",
+                f"{si['with_per_s']} / {si['without_per_s']}",
+                f"INSERT+COMMIT/s of messages of 5-15 words (pool of 10): {cost:+.0%}; whole machine {cores} cores",
+            )
+        )
+    rows += [
         ("socket bound: bare Sanic fan-out deliveries/s", r["socket_bound"]["deliveries_per_s"], ""),
         ("saturation: persisted messages/s", t["persisted_per_s"], f"{t['vs_db_bound']:.0%} of the database bound"),
         ("saturation: deliveries/s", t["deliveries_per_s"], f"{t['vs_socket_bound']:.0%} of the socket bound"),
@@ -1233,6 +1586,7 @@ def print_table(r):
                 f"{generic['execution_ms']} ms",
             )  # fmt: skip
         )
+    rows += search_rows(r)
     rows += [
         (
             "p99 ms at 50% without / with 20 logins/s",

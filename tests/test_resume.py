@@ -11,7 +11,7 @@ import httpx
 import orjson
 import pytest
 
-from conftest import JWT_SECRET, LIMITS, open_socket, register_and_login, run_alembic, running_server
+from conftest import JWT_SECRET, LIMITS, open_socket, register_and_login, running_server
 
 
 async def _reconnect(ws_url, user, cursor):
