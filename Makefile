@@ -8,6 +8,8 @@ BIN := $(VENV)/bin
 run: $(VENV)/.installed
 	$(BIN)/python chat.py
 
+# On an embedded PostgreSQL 18, or on a server of yours (a role with CREATEDB; README, "Tests"):
+#   make test TEST_DATABASE_URL=postgresql://user:pass@host:port/db
 test: $(VENV)/.dev-installed
 	$(BIN)/python -m pytest
 
@@ -17,6 +19,14 @@ lint: $(VENV)/.dev-installed
 
 bench: $(VENV)/.dev-installed
 	$(BIN)/python bench/run.py
+
+# make backup; make restore FILE=backups/chat-….dump [FORCE=1]: see backup.py
+.PHONY: backup restore
+backup: $(VENV)/.installed
+	$(BIN)/python backup.py backup
+
+restore: $(VENV)/.installed
+	$(BIN)/python backup.py restore "$(FILE)" $(if $(filter 1,$(FORCE)),--force)
 
 format: $(VENV)/.dev-installed
 	$(BIN)/ruff check --fix .

@@ -11,7 +11,8 @@ After the core, "Defences" guards the HTTP layer under it against clients that d
 play fair (heads Sanic cannot parse, slow drips, hoarded connections), and restarts the
 embedded database cleanly after a crash. The section "Several processes" at the end is
 what only a second process needs (more workers, more hosts): the listener that reads the
-events other processes wrote, the heartbeat, and who is online across processes. Every SQL
+events other processes wrote, the heartbeat, and who is online across processes. "Metrics",
+last, is what an operator watches, served to Prometheus at /metrics. Every SQL
 statement lives in queries.sql; the schema lives in alembic/versions/.
 """
 
@@ -25,7 +26,9 @@ import math
 import os
 import re
 import secrets
+import shutil
 import sys
+import tempfile
 import threading
 import time
 import unicodedata
@@ -43,8 +46,11 @@ import jwt
 import orjson
 from alembic import command
 from alembic.config import Config
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from sanic import HTTPResponse, Request, Sanic, json
-from sanic.exceptions import BadRequest, RequestCancelled
+from sanic.exceptions import BadRequest, NotFound, RequestCancelled
 from sanic.log import logger
 from sanic_ext import openapi
 from swagger_ui_bundle import swagger_ui_path
@@ -61,6 +67,7 @@ PORT = int(os.environ.get("PORT", "8000"))
 JWT_SECRET = os.environ.get("JWT_SECRET")  # unset: generated once, kept in CHAT_DATA_DIR
 JWT_TTL_SECONDS = int(os.environ.get("JWT_TTL_SECONDS", "86400"))
 BCRYPT_ROUNDS = int(os.environ.get("BCRYPT_ROUNDS", "12"))
+BCRYPT_THREADS = int(os.environ.get("BCRYPT_THREADS", "0")) or os.cpu_count() or 1  # 0: one per core
 RATE_BURST = int(os.environ.get("RATE_BURST", "30"))  # socket commands a user may send at once...
 RATE_PER_SEC = float(os.environ.get("RATE_PER_SEC", "10"))  # ...and per second after that
 AUTH_RATE_PER_MIN = int(os.environ.get("AUTH_RATE_PER_MIN", "10"))  # /login and /register tries per IP
@@ -74,6 +81,7 @@ SHUTDOWN_GRACE_SECONDS = float(os.environ.get("SHUTDOWN_GRACE_SECONDS", "3"))  #
 BCRYPT_WAIT_SECONDS = 3  # longest a login waits for bcrypt; past that, logins are refused with 503
 HEARTBEAT_SECONDS = float(os.environ.get("HEARTBEAT_SECONDS", "5"))  # several processes: see the last section
 EVENT_RETENTION_HOURS = float(os.environ.get("EVENT_RETENTION_HOURS", "24"))  # how far back a client can resume
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN") or None  # unset: no /metrics at all (see Metrics, at the end)
 
 MAX_BODY_BYTES = 64 * 1024  # HTTP bodies and WebSocket frames alike
 OUTBOX_BYTES = 4 * 2**20  # unsent bytes a socket may pile up before it is dropped
@@ -368,6 +376,7 @@ class Sockets:
                 data, subject = wire(frame), _subject(frame)  # encoded once, however many sockets get it
                 for client in clients:
                     client.push(data, subject, event_id)
+                FRAMES_DELIVERED.inc(len(clients))  # counted once per event, not once per socket
             if own:
                 self.stream.handed_over(event_id)
 
@@ -377,6 +386,7 @@ class Sockets:
             data = wire(frame)
             for client in clients:
                 client.push(data, None)
+            FRAMES_DELIVERED.inc(len(clients))
 
 
 # --- The event stream: cursors, so that a client that reconnects misses nothing ------
@@ -512,6 +522,7 @@ class MessageWriter:
             self.deliver([(row["event_id"], row["user_ids"], _new_message(row)) for row in ordered])
         except Exception:  # the senders are answered all the same: their messages are stored
             logger.exception("delivering a batch of new messages failed")
+        MESSAGES_STORED.inc(len(rows))  # once per batch; a refused send or a repeated client_msg_id has no row
         stored = {row["n"]: row for row in rows}
         for n, (_, future) in enumerate(batch, 1):
             if not future.done():  # else the sender's socket went away meanwhile
@@ -669,6 +680,32 @@ async def unread(request):
     return json({"messages": messages, "more": more})
 
 
+# --- Health: for load balancers and orchestrators --------------------------------
+
+
+@app.get("/healthz", ctx_probe=True)
+@openapi.definition(tag="operations")
+async def healthz(request):
+    """Liveness: 200 while the process runs (no database call)."""
+    return json({"status": "ok"})
+
+
+@app.get("/readyz", ctx_probe=True)
+@openapi.definition(tag="operations")
+async def readyz(request):
+    """Readiness: 200 while a pooled connection answers within a second and the process is not
+    stopping, else 503, so that a balancer sends new sockets elsewhere before these close."""
+    if request.app.ctx.stopping:
+        return _error(503, "unavailable", "the server is shutting down")
+    try:
+        async with asyncio.timeout(1):
+            async with request.app.ctx.pool.acquire() as conn:
+                await conn.fetchval(SQL.ping)
+    except (TimeoutError, *DATABASE_DOWN):
+        return _error(503, "unavailable", "the database does not answer")
+    return json({"status": "ready"})
+
+
 # The browser client: static/ served at /; and the assets of the API docs' UI at /docs.
 app.static("/", HERE / "static" / "index.html", name="index")
 app.static("/static", HERE / "static", name="static")
@@ -683,6 +720,7 @@ async def connect(request, ws):
     """One socket per tab: the unread frame first (with what was missed since `since`), then
     commands, their replies, and pushes."""
     app, user_id = request.app, request.ctx.user_id
+    UPGRADED.inc()  # the handshake's 101 passes no response middleware: counted here
     # Registered before unread is read, so nothing committed meanwhile slips between the two.
     client = app.ctx.sockets.add(user_id, ws)
     try:
@@ -717,6 +755,7 @@ async def connect(request, ws):
         # A vanished peer surfaces here as CancelledError, not ConnectionClosed.
         app.ctx.sockets.remove(client)
         client.close()
+        SOCKETS_CLOSED[_close_reason(ws)].inc()
 
 
 async def _unread_and_missed(app, user_id, since):
@@ -784,7 +823,11 @@ async def run_command(app, user_id, frame):
         elif app.ctx.stopping:  # not run, so not acknowledged: the client sends it again after reconnecting
             raise ChatError("unavailable", "the server is shutting down; send again after reconnecting")
         else:
-            reply = await COMMANDS[command["action"]](app, user_id, command)
+            action, started = command["action"], time.perf_counter()
+            try:
+                reply = await COMMANDS[action](app, user_id, command)
+            finally:  # refused and failed commands take time too
+                COMMAND_TIMERS[action].observe(time.perf_counter() - started)
             if reply is None:
                 return None
     except ChatError as error:
@@ -1203,9 +1246,9 @@ def _yield_cpu_to_delivery():
 
 
 class BcryptQueue:
-    """bcrypt runs in threads, never on the event loop, on at most half the cores and at the
-    lowest priority, so a burst of logins queues up behind itself instead of starving message
-    delivery. Work that could not start within BCRYPT_WAIT_SECONDS is refused at once (503 and
+    """bcrypt runs in threads (BCRYPT_THREADS), never on the event loop, at the lowest
+    priority, so a burst of logins uses the cores delivery leaves idle instead of starving it.
+    Work that could not start within BCRYPT_WAIT_SECONDS is refused at once (503 and
     Retry-After), rather than failing after a long wait."""
 
     def __init__(self, threads):
@@ -1234,7 +1277,7 @@ def _timed(function, args):
     return function(*args), time.perf_counter() - start
 
 
-BCRYPT = BcryptQueue(threads=max(1, (os.cpu_count() or 2) // 2))
+BCRYPT = BcryptQueue(BCRYPT_THREADS)
 
 
 @functools.cache
@@ -1342,7 +1385,7 @@ async def guard(request):
         await request.receive_body()  # not read yet if it is too large: this refuses it with 413
         if not (_is_json(request) and isinstance(request.json, dict)):
             return _error(400, "invalid_request", "the body must be a JSON object, sent as application/json")
-    if request.app.ctx.stopping:
+    if request.app.ctx.stopping and not getattr(route, "probe", False):  # probes say so themselves
         return _error(503, "unavailable", "the server is shutting down; try again shortly")
     if not getattr(route, "auth", False):
         return None
@@ -1785,7 +1828,7 @@ async def join_other_processes(app):
     """Announce this process, then start its listener and its presence task."""
     await app.ctx.pool.execute(SQL.add_process, app.ctx.name, DEAD_AFTER_SECONDS)
     app.ctx.presence = Presence(app.ctx.pool, app.ctx.name, app.ctx.sockets)
-    bus = Bus(app.config.DATABASE_URL, app.ctx.pool, app.ctx.name, app.ctx.sockets)
+    app.ctx.bus = bus = Bus(app.config.DATABASE_URL, app.ctx.pool, app.ctx.name, app.ctx.sockets)  # metrics: its lag
     app.ctx.tasks = [asyncio.create_task(bus.run()), asyncio.create_task(app.ctx.presence.run())]
 
 
@@ -1797,6 +1840,191 @@ async def leave_other_processes(app):
         task.cancel()
     with contextlib.suppress(*DATABASE_DOWN):
         await app.ctx.presence.apply(SQL.reap_processes, app.ctx.name)
+
+
+# =================================================================================
+# Metrics: what an operator watches
+# =================================================================================
+# GET /metrics, in Prometheus's text format, for a scraper that sends `Authorization: Bearer
+# <METRICS_TOKEN>`. Counters and the histogram count where things happen, once per event,
+# batch or command, never once per socket; gauges are read off what they describe when a
+# scrape comes, so keeping them costs nothing in between.
+#
+# `sanic chat:app --workers N` serves one port from N processes, and a scrape reaches one of
+# them, any one: so each worker writes its figures to files of its own in a directory of
+# this run (prometheus_client's multiprocess mode, on when PROMETHEUS_MULTIPROC_DIR is set as
+# it is imported; Sanic's main process sets it in prepare_metrics, then starts the workers,
+# which import chat.py afresh), and the worker scraped adds up everyone's. It reads its own
+# gauges at the scrape; the others read theirs every METRICS_REFRESH_SECONDS. A lone
+# `python chat.py` keeps its figures in memory, no directory needed.
+
+METRICS_REFRESH_SECONDS = 1  # with several workers: how old the others' gauges may be at a scrape
+MULTIPROCESS_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR")  # set: a worker of several (see prepare_metrics)
+disable_created_metrics()  # no `_created` series beside every counter
+
+# Gauges of several workers add up, the live ones only; the bus lag is the worst worker's.
+OPEN_SOCKETS = Gauge("chat_open_sockets", "Open WebSockets.", multiprocess_mode="livesum")
+CONNECTED_USERS = Gauge(
+    "chat_connected_users", "Users with a socket open, counted once per process.", multiprocess_mode="livesum"
+)
+DB_POOL_SIZE = Gauge("chat_db_pool_connections", "Connections open in the database pools.", multiprocess_mode="livesum")
+DB_POOL_IN_USE = Gauge("chat_db_pool_in_use", "Pooled connections lent out now.", multiprocess_mode="livesum")
+DB_POOL_MAX = Gauge("chat_db_pool_max", "Connections the pools may open at most.", multiprocess_mode="livesum")
+BUS_LAG_EVENTS = Gauge(
+    "chat_bus_lag_events", "Event ids committed after the newest the bus has delivered.", multiprocess_mode="livemax"
+)
+BUS_LAG_SECONDS = Gauge(
+    "chat_bus_lag_seconds", "How long the oldest event not delivered yet has waited.", multiprocess_mode="livemax"
+)
+BCRYPT_QUEUE = Gauge("chat_bcrypt_queue", "Password hashes and checks waiting or running.", multiprocess_mode="livesum")
+
+MESSAGES_STORED = Counter("chat_messages_stored", "Messages stored.")
+FRAMES_DELIVERED = Counter(
+    "chat_frames_delivered", "Frames pushed to sockets: one per socket an event or a typing sign is for."
+)
+COMMAND_SECONDS = Histogram(
+    "chat_command_seconds",
+    "Time a socket command takes to run, refusals included, by action.",
+    ["action"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+COMMAND_TIMERS = {action: COMMAND_SECONDS.labels(action) for action in COMMANDS}  # made once, not per command
+HTTP_REQUESTS = Counter(
+    "chat_http_requests", "HTTP requests answered, by route and status (an accepted socket: 101).", ["route", "status"]
+)
+UPGRADED = HTTP_REQUESTS.labels("/connect", "101")
+# The close frames this server sends, (code, reason) or code, by the reason an operator reads.
+CLOSE_REASONS = {
+    (1013, "too slow"): "slow_reader",
+    (1011, ""): "ping_timeout",  # Sanic's keepalive: no pong within WS_PING_SECONDS
+    (1008, "password changed"): "password_changed",
+    (1001, "server shutting down"): "shutdown",
+    (1008, "too many frames"): "flood",
+    (1008, "too many sockets"): "too_many_sockets",
+    (1013, "database unavailable; try again later"): "database_unavailable",
+    1009: "frame_too_big",
+}
+_SOCKETS_CLOSED = Counter("chat_sockets_closed", "Sockets closed, by reason.", ["reason"])
+# Every reason made at start, so that each series is there (at 0) for rate() before it first happens.
+SOCKETS_CLOSED = {r: _SOCKETS_CLOSED.labels(r) for r in [*CLOSE_REASONS.values(), "client", "lost", "other"]}
+
+if MULTIPROCESS_DIR:
+    SCRAPED = CollectorRegistry()
+    MultiProcessCollector(SCRAPED)  # every worker's files: the live ones' gauges, everyone's counters
+else:
+    SCRAPED = REGISTRY  # this process's figures, with its process_* and python_* ones
+
+
+def _close_reason(ws):
+    """Why a socket ended: the close frame this server sent first, else the client's, else none
+    (the connection dropped)."""
+    proto = ws.ws_proto
+    sent = proto.close_sent
+    if sent is not None and not proto.close_rcvd_then_sent:
+        return CLOSE_REASONS.get((sent.code, sent.reason)) or CLOSE_REASONS.get(sent.code, "other")
+    return "client" if proto.close_rcvd is not None else "lost"
+
+
+@app.on_response
+async def count_request(request, response):
+    """Count an HTTP answer under its route's pattern: never the path itself, which would make a
+    series per URL anyone cares to ask for."""
+    if response is not None:
+        HTTP_REQUESTS.labels(f"/{request.route.path}" if request.route else "unmatched", response.status).inc()
+
+
+async def _read_gauges(app):
+    """Set this process's gauges from what they describe, now."""
+    sockets, pool, bus = app.ctx.sockets, app.ctx.pool, app.ctx.bus
+    OPEN_SOCKETS.set(sum(map(len, sockets.by_user.values())))
+    CONNECTED_USERS.set(len(sockets.by_user))
+    DB_POOL_SIZE.set(pool.get_size())
+    DB_POOL_IN_USE.set(pool.get_size() - pool.get_idle_size())
+    DB_POOL_MAX.set(pool.get_max_size())
+    BCRYPT_QUEUE.set(BCRYPT.queued)
+    if bus.last_id is None:  # not listening yet
+        return
+    # The newest committed event is PostgreSQL's to say. With the database away or every pooled
+    # connection busy for a second, the lag stays as last read: the scrape never waits for it.
+    with contextlib.suppress(*DATABASE_DOWN):
+        async with pool.acquire(timeout=1) as conn:
+            lag = await conn.fetchrow(SQL.get_bus_lag, bus.last_id, timeout=1)
+        BUS_LAG_EVENTS.set(lag["events"])
+        BUS_LAG_SECONDS.set(lag["seconds"])
+
+
+async def _keep_gauges_fresh(app):
+    """With several workers: read this one's gauges every METRICS_REFRESH_SECONDS, for the scrapes
+    that reach another."""
+    while True:
+        try:
+            await _read_gauges(app)
+        except Exception:
+            logger.exception("reading the gauges failed")
+        await asyncio.sleep(METRICS_REFRESH_SECONDS)
+
+
+def _forget_dead_workers():
+    """Take the gauges of workers that died without stopping (kill -9) out of the sums."""
+    for path in Path(MULTIPROCESS_DIR).glob("gauge_live*_*.db"):
+        pid = int(path.stem.rpartition("_")[2])
+        try:
+            os.kill(pid, 0)  # signal 0: only asks whether the pid is taken
+        except ProcessLookupError:
+            with contextlib.suppress(FileNotFoundError):  # another worker may be at it too
+                mark_process_dead(pid)
+        except PermissionError:
+            pass  # taken, by a process of another user
+
+
+@openapi.exclude()
+async def metrics(request):
+    """The figures, for Prometheus: to anyone without the right bearer token, an unknown URL."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    right = secrets.compare_digest(token.strip().encode(), METRICS_TOKEN.encode())  # in constant time
+    if scheme.lower() != "bearer" or not right:
+        raise NotFound(f"Requested URL {request.path} not found")  # word for word what an unknown URL gets
+    await _read_gauges(request.app)
+    if MULTIPROCESS_DIR:
+        _forget_dead_workers()
+    encode, content_type = choose_encoder(request.headers.get("accept"))  # OpenMetrics, if the scraper asks
+    return HTTPResponse(encode(SCRAPED), content_type=content_type)
+
+
+if METRICS_TOKEN:  # without a token there is no such route: /metrics is an unknown URL like any other
+    app.add_route(metrics, "/metrics", methods=["GET"])
+
+
+@app.main_process_start
+def prepare_metrics(app):
+    """With a token, before the workers start: a fresh directory for their figures (or the
+    operator's PROMETHEUS_MULTIPROC_DIR, emptied of the last run's)."""
+    if not METRICS_TOKEN:
+        return
+    if path := os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        for old in Path(path).glob("*.db"):
+            old.unlink()
+    else:
+        path = tempfile.mkdtemp(prefix="chat-metrics-")
+        atexit.register(shutil.rmtree, path, ignore_errors=True)  # when this main process exits
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = path  # the workers, started after this, import chat.py with it
+
+
+@app.before_server_start
+async def start_metrics(app):
+    """With several workers, keep this one's gauges fresh for the scrapes that reach another."""
+    app.ctx.metrics_task = None
+    if METRICS_TOKEN and MULTIPROCESS_DIR:
+        app.ctx.metrics_task = asyncio.create_task(_keep_gauges_fresh(app))
+
+
+@app.after_server_stop
+async def stop_metrics(app):
+    """Take this worker's gauges out of the sums (its counters stay: totals never go back)."""
+    if getattr(app.ctx, "metrics_task", None) is not None:  # None too if startup failed before it
+        app.ctx.metrics_task.cancel()
+    if MULTIPROCESS_DIR:
+        mark_process_dead(os.getpid())
 
 
 if __name__ == "__main__":

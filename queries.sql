@@ -1,6 +1,10 @@
 -- Every SQL statement chat.py runs. chat.py splits this file on the
 -- "-- name:" lines; the comment line under each name says what it does.
 
+-- name: ping
+-- A trivial query: the database answers (GET /readyz).
+select 1
+
 -- name: create_user
 -- Store a new account; a duplicate email raises a unique violation.
 insert into users (name, email, password_hash)
@@ -242,6 +246,14 @@ returning id
 -- name: get_last_event_id
 -- The newest event, where a starting process begins to listen.
 select coalesce(max(id), 0)
+from events
+
+-- name: get_bus_lag
+-- How far a process's bus is behind the newest committed event: the ids after the newest it has read
+-- ($1; a rolled-back id counts too), and the seconds the oldest event after it has waited. Two index probes.
+select greatest(coalesce(max(id), 0) - $1, 0) as events,
+       coalesce(extract(epoch from now() - (select created_at from events where id > $1 order by id limit 1)), 0)::float8
+           as seconds
 from events
 
 -- name: list_events

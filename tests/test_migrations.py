@@ -9,14 +9,11 @@ TABLES = {"users", "chats", "chat_members", "messages", "unread", "events", "pro
 
 
 @pytest.fixture
-async def scratch_url(pg):
+def scratch_url(postgres):
     """An empty database next to the test one, for migrations and plans."""
-    admin = await asyncpg.connect(pg.get_uri())
-    await admin.execute("drop database if exists scratch")
-    await admin.execute("create database scratch")
-    yield pg.get_uri(database="scratch")
-    await admin.execute("drop database scratch with (force)")
-    await admin.close()
+    url = postgres.create_database("chat_scratch", migrate=False)
+    yield url
+    postgres.drop_database(url)
 
 
 async def _tables(url):
