@@ -17,9 +17,10 @@ resume of 1,000 missed events among 1,000,000 events of others (against the same
 without a cursor, and the resume query's plan: the rows of events it reads), search among
 1,000,000 messages of 1,000 chats, 100 of them the user's (a word and a Russian prefix in 0.1%
 of the messages each, and the most frequent word, also by a user of one chat gone quiet; and
-the plan of the server's query: the rows of messages it reads), a login storm (and, as its
-control, the same step beside a CPU hog that is not chat.py), and the throughput run again on
-two server processes.
+the plan of the server's query: the rows of messages it reads), logins and registrations per
+second with one bcrypt thread and with one per core, each also during a login storm (and, as
+the storm's control, the same step beside a CPU hog that is not chat.py), and the throughput
+run again on two server processes.
 """
 
 import argparse
@@ -27,6 +28,7 @@ import asyncio
 import bisect
 import contextlib
 import gc
+import itertools
 import json
 import math
 import multiprocessing
@@ -637,6 +639,77 @@ async def tokens_for(base_url, emails):
                     await asyncio.sleep(float(response.headers.get("retry-after", 1)))
 
         return await asyncio.gather(*(login(email) for email in emails))
+
+
+async def answered_per_s(base, path, body, seconds, concurrency=6):
+    """`concurrency` requests at a time for `seconds`, each sent when the last one is answered:
+    the successful answers per second."""
+    async with httpx.AsyncClient(base_url=base, timeout=60) as http:
+        answered, numbers, deadline = 0, itertools.count(), time.monotonic() + seconds
+
+        async def one_after_another():
+            nonlocal answered
+            while time.monotonic() < deadline:
+                response = await http.post(path, json=body(next(numbers)))
+                answered += response.is_success
+
+        started = time.monotonic()
+        await asyncio.gather(*(one_after_another() for _ in range(concurrency)))
+        return round(answered / (time.monotonic() - started), 1)
+
+
+async def storm(base, users, stop):
+    """20 login attempts per second, whether or not the earlier ones are done, until `stop`:
+    attempted, answered, and of them refused with 503."""
+    async with httpx.AsyncClient(base_url=base, timeout=120) as http:
+        logins = []
+        while not stop.is_set():
+            for _, email in users:
+                logins.append(asyncio.create_task(http.post("/login", json={"email": email, "password": PASSWORD})))
+                await asyncio.sleep(1 / 20)
+                if stop.is_set():
+                    break
+        done = [task for task in logins if task.done() and not task.exception()]
+        for task in logins:
+            task.cancel()
+        await asyncio.gather(*logins, return_exceptions=True)
+        return len(logins), len(done), sum(task.result().status_code == 503 for task in done)
+
+
+async def login_part(env, threads, users, urls, chats, rate, step_seconds):
+    """A server of its own with BCRYPT_THREADS=threads: logins and registrations per second with
+    nothing else running, then the 50% step during a storm of 20 logins/s."""
+    server, port = start(["chat.py"], {**env, "BCRYPT_THREADS": str(threads)})
+    base = f"http://127.0.0.1:{port}"
+    try:
+        login = {"email": users[0][1], "password": PASSWORD}
+        logins = await answered_per_s(base, "/login", lambda n: login, 10)
+        registrations = await answered_per_s(
+            base,
+            "/register",
+            lambda n: {"name": f"r{n}", "email": f"r{threads}-{n}@bench.example", "password": PASSWORD},
+            10,
+        )
+        ours = [re.sub(r":\d+/", f":{port}/", url, count=1) for url in urls]
+        clients = await asyncio.to_thread(Clients, ours, chats, [server.pid])
+        stop = asyncio.Event()
+        storming = asyncio.create_task(storm(base, users, stop))
+        await asyncio.sleep(0.5)
+        step = await asyncio.to_thread(clients.run, rate / 2, step_seconds * 2, GROUP_SIZE - 1)
+        stop.set()
+        attempted, answered, shed = await storming
+        clients.close()
+    finally:
+        server.terminate()
+        server.wait(10)
+    return {
+        "logins_per_s_idle": logins,
+        "registrations_per_s_idle": registrations,
+        "p99_ms_during_storm": step["p99_ms"],
+        "storm_logins_attempted": attempted,
+        "storm_logins_answered": answered,
+        "storm_logins_refused_503": shed,
+    }
 
 
 async def timed_get(http, path, headers, times):
@@ -1264,52 +1337,31 @@ async def _run(results, url, env, server, base, ws_base, sizes):
     print(f"    {results['typing']}", flush=True)
     await asyncio.sleep(2)
 
-    print("login storm", flush=True)
-    storm_hash = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(12)).decode()
-    storm_users = await seed_users(conn, "storm", 20, storm_hash)
-    stop = asyncio.Event()
-
-    async def storm():
-        """20 login attempts per second, whether or not the earlier ones are done."""
-        async with httpx.AsyncClient(base_url=base, timeout=120) as http:
-            logins = []
-            while not stop.is_set():
-                for _, email in storm_users:
-                    logins.append(asyncio.create_task(http.post("/login", json={"email": email, "password": PASSWORD})))
-                    await asyncio.sleep(1 / 20)
-                    if stop.is_set():
-                        break
-            done = [task for task in logins if task.done() and not task.exception()]
-            for task in logins:
-                task.cancel()
-            await asyncio.gather(*logins, return_exceptions=True)
-            return len(logins), len(done), sum(task.result().status_code == 503 for task in done)
-
-    storm_task = asyncio.create_task(storm())
-    await asyncio.sleep(0.5)
-    step = await asyncio.to_thread(clients.run, rate / 2, step_seconds * 2, GROUP_SIZE - 1)
-    stop.set()
-    attempted, answered, shed = await storm_task
-    # The control: the same step beside a CPU hog that has nothing to do with chat.py (bcrypt in
-    # a loop, in a process of its own at the lowest priority), i.e. what the storm's CPU alone costs.
-    await asyncio.sleep(5)
+    print("logins: the control, a nice-19 CPU hog beside the 50% step", flush=True)
+    # What the storm's CPU alone costs delivery: the same step beside a hog that has nothing to
+    # do with chat.py (bcrypt in a loop, in a process of its own at the lowest priority).
     hog = await asyncio.create_subprocess_exec("nice", "-n", "19", sys.executable, "-c", HOG)
     await asyncio.sleep(0.5)
     hogged = await asyncio.to_thread(clients.run, rate / 2, step_seconds * 2, GROUP_SIZE - 1)
     hog.kill()
     await hog.wait()
+    clients.close()
+    storm_hash = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(12)).decode()
+    storm_users = await seed_users(conn, "storm", 20, storm_hash)
     started = time.perf_counter()
     bcrypt.checkpw(PASSWORD.encode(), storm_hash.encode())
     results["login_storm"] = {
         "p99_ms_without": results["latency"]["50%"]["p99_ms"],
-        "p99_ms_with": step["p99_ms"],
         "p99_ms_with_cpu_hog_instead": hogged["p99_ms"],
-        "logins_attempted": attempted,
-        "logins_answered": answered,
-        "logins_refused_503": shed,
         "bcrypt_cost_12_ms": round((time.perf_counter() - started) * 1000),
     }
-    clients.close()
+    for threads in sorted({1, os.cpu_count()}):
+        print(f"logins with BCRYPT_THREADS={threads}", flush=True)
+        await asyncio.sleep(5)
+        results["login_storm"][f"bcrypt_threads_{threads}"] = await login_part(
+            env, threads, storm_users, urls, chats, rate, step_seconds
+        )
+        print(f"    {results['login_storm'][f'bcrypt_threads_{threads}']}", flush=True)
 
     print("throughput on 2 processes (half the users on each, one database)", flush=True)
     await asyncio.sleep(5)
@@ -1589,16 +1641,26 @@ def print_table(r):
     rows += search_rows(r)
     rows += [
         (
-            "p99 ms at 50% without / with 20 logins/s",
-            f"{storm['p99_ms_without']:.0f} / {storm['p99_ms_with']:.0f}",
-            f"{storm['p99_ms_with_cpu_hog_instead']:.0f} beside a nice-19 CPU hog, no logins",
-        ),  # fmt: skip
-        (
-            "logins answered / of them refused with 503",
-            f"{storm['logins_answered']} / {storm['logins_refused_503']}",
-            f"of {storm['logins_attempted']} attempted",
+            "p99 ms at 50%: alone / beside a nice-19 CPU hog",
+            f"{storm['p99_ms_without']:.0f} / {storm['p99_ms_with_cpu_hog_instead']:.0f}",
+            "the control for the logins below",
         ),  # fmt: skip
     ]
+    for key in sorted(k for k in storm if k.startswith("bcrypt_threads_")):
+        part, threads = storm[key], key.rpartition("_")[2]
+        rows += [
+            (
+                f"BCRYPT_THREADS={threads}: logins / registrations per s, idle",
+                f"{part['logins_per_s_idle']} / {part['registrations_per_s_idle']}",
+                f"bcrypt cost 12 ({storm['bcrypt_cost_12_ms']} ms each here), 6 at a time",
+            ),  # fmt: skip
+            (
+                f"BCRYPT_THREADS={threads}: p99 ms at 50% with 20 logins/s",
+                f"{part['p99_ms_during_storm']:.0f}",
+                f"logins answered {part['storm_logins_answered']} (503: {part['storm_logins_refused_503']})"
+                f" of {part['storm_logins_attempted']} attempted",
+            ),  # fmt: skip
+        ]
     width = max(len(row[0]) for row in rows)
     print(f"\n{r['machine']}")
     for name, value, note in rows:
