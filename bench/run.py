@@ -1657,8 +1657,8 @@ def print_table(r):
             (
                 f"BCRYPT_THREADS={threads}: p99 ms at 50% with 20 logins/s",
                 f"{part['p99_ms_during_storm']:.0f}",
-                f"logins answered {part['storm_logins_answered']} (503: {part['storm_logins_refused_503']})"
-                f" of {part['storm_logins_attempted']} attempted",
+                f"of {part['storm_logins_attempted']} logins: {part['storm_logins_answered']} answered,"
+                f" {part['storm_logins_refused_503']} of them 503",
             ),  # fmt: skip
         ]
     width = max(len(row[0]) for row in rows)

@@ -1,6 +1,9 @@
 """change_password retires older tokens and sockets; logins cost one bcrypt check either way;
 secrets stay out of the log."""
 
+import os
+import sys
+
 import pytest
 import websockets
 
@@ -69,6 +72,15 @@ def test_unknown_email_costs_the_same_bcrypt_check(monkeypatch):
     assert checked == [known, known, chat._dummy_hash(), chat._dummy_hash()]
     # The dummy hash costs what a real one costs.
     assert chat._dummy_hash()[:7] == f"$2b${chat.BCRYPT_ROUNDS:02d}$".encode()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="SCHED_IDLE is Linux's")
+async def test_bcrypt_runs_on_idle_cpu_only_in_as_many_threads_as_cores():
+    """A login storm may take the cores delivery leaves idle, never delivery's share."""
+    import chat
+
+    assert await chat.BCRYPT.run(os.sched_getscheduler, 0) == os.SCHED_IDLE  # 0: the calling thread
+    assert chat.BCRYPT.threads == (int(os.environ.get("BCRYPT_THREADS", "0")) or os.cpu_count())
 
 
 async def test_secrets_never_reach_the_log(server, http, make_user, connect):
