@@ -30,10 +30,9 @@ set password_hash = $2
 where id = $1
 
 -- name: list_users
--- Everyone but the caller, by name, and whether they have a socket open on any process.
+-- Everyone, by name, and whether they have a socket open on any process.
 select u.id, u.name, exists (select from presence p where p.user_id = u.id) as online
 from users u
-where u.id <> $1
 order by u.name, u.id
 
 -- name: insert_chat
