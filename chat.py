@@ -302,8 +302,9 @@ class Client:
     def answer(self, frame, missed=None):
         """Write an answer (None: the command has no reply), then the frames a resume found
         missed (event id -> encoded frame), then the pushes held meanwhile that neither carries."""
-        # All in one write: one system call, not one per frame (the answer and the pushes held
-        # for it were 2/3 of the server's CPU in socket writes at 2,000 messages/s).
+        # All in one write: one system call, not one per frame. At 2,000 messages/s, socket
+        # writes took 43% of the event loop's time (py-spy), most of them pushes held during a
+        # command then written one by one; written together, 25%.
         frames = [] if frame is None else [wire(frame)]
         frames += (missed or {}).values()
         if self.held:
