@@ -6,8 +6,9 @@ as a tombstone, its unread rows removed first). Checking the key cost one lookup
 on `messages` per recipient: nine per message in a group of ten, 499 in a group of 500.
 Measured (PostgreSQL CPU per stored message, create_messages from two connections, the
 embedded PostgreSQL 18 alone on the machine): groups of ten, batches of 16, 161 → 121 µs
-(9,264 → 11,191 messages/s); a group of 500, one at a time, 5.4 → 2.7 ms. Rows whose message an operator deletes by hand are
-left behind, and every query joins them to `messages`, so they are never seen.
+(9,264 → 11,191 messages/s); a group of 500, one at a time, 5.4 → 2.7 ms. Rows whose message
+an operator deletes by hand are left behind, and every query joins them to `messages`, so they
+are never seen.
 
 Revision ID: 0010
 Revises: 0009
