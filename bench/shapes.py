@@ -1,9 +1,11 @@
 """The reconnect storm's clients (run.py's storm part), in load-generator processes of their own.
 
-Each client behaves as the web client (static/connection.js) does when its socket drops: it
-waits a delay uniform in [ceiling / 2, ceiling], with a ceiling of 1 s doubling after each failed
-try (capped at 10 s), asks GET /users_list with its token (a 401 would mean logging in again),
-and then opens the socket with the cursor of the last frame it took in (since=).
+Each client behaves as the web client (static/connection.js and app.js) does when its socket
+drops: it waits a delay uniform in [ceiling / 2, ceiling], with a ceiling of 1 s doubling after
+each failed try (capped at 10 s), and opens the socket with the cursor of the last frame it took
+in (since=). A try that fails asks GET /users_list why (a 401 would mean logging in again); once
+the unread frame is in, the client asks for GET /users_list again, as the page reloads its
+people list (who is online is not in the event stream).
 """
 
 import asyncio
@@ -50,7 +52,7 @@ async def probe(port, token):
 async def _storm_loadgen(pipe, port, tokens):
     loop = asyncio.get_running_loop()
     clients = [
-        {"token": token, "cursor": None, "acked": [], "failures": {}, "probes": [], "handshakes": []}
+        {"token": token, "cursor": None, "acked": [], "failures": {}, "probes": [], "handshakes": [], "people": None}
         for token in tokens
     ]
 
@@ -124,8 +126,22 @@ async def _storm_loadgen(pipe, port, tokens):
         except TimeoutError:
             fail(client, "seed: not acknowledged in 60 s")
 
+    async def ask(client, what):
+        """GET /users_list, as the web client asks it: (when asked, seconds, status, bytes), or
+        None if it failed (counted as `what`'s failure)."""
+        started = time.monotonic()
+        try:
+            status, size = await asyncio.wait_for(probe(port, client["token"]), TRY_TIMEOUT)
+        except Exception as error:  # the server still away, or too slow
+            fail(client, f"{what}: {kind(error)}")
+            return None
+        if status != 200:
+            fail(client, f"{what}: {status}")
+        return started, time.monotonic() - started, status, size
+
     async def reconnect(client, deadline):
-        """After the drop: the web client's back-off, probe and socket, until the unread frame."""
+        """After the drop: the web client's back-off and socket until the unread frame (asking
+        HTTP why after a failed try), then its people list."""
         listener = client["listener"]
         try:
             client["dropped_at"] = await asyncio.wait_for(listener.closed, deadline - time.monotonic())
@@ -141,35 +157,28 @@ async def _storm_loadgen(pipe, port, tokens):
             client["tries"] = retries
             started = time.monotonic()
             try:
-                status, size = await asyncio.wait_for(probe(port, client["token"]), TRY_TIMEOUT)
-            except Exception as error:  # the server still away, or too slow
-                fail(client, f"probe: {kind(error)}")
-                continue
-            client["probes"].append((started, time.monotonic() - started, status, size))
-            if status == 401:  # the web client would log in again: a failure here
-                fail(client, "probe: 401")
-                return
-            if status != 200:
-                fail(client, f"probe: {status}")
-                continue
-            started = time.monotonic()
-            try:
                 listener = await open_socket(client)
             except Exception as error:
                 fail(client, f"socket: {kind(error)}")
-                continue
-            client["handshakes"].append(listener.connected_at - started)
-            waiting = [listener.unread, listener.closed]
-            await asyncio.wait(waiting, timeout=TRY_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
-            if listener.unread.done():
-                client["unread_at"], frame = listener.unread.result()
-                client["after_handshake"] = client["unread_at"] - listener.connected_at
-                client["frame"] = {key: value for key, value in frame.items() if key != "data"}
-                client["unread_ids"] = [message["id"] for message in frame["data"]]
-                return
-            closed = f"socket: closed ({listener.code}) before the unread frame"
-            fail(client, closed if listener.closed.done() else "socket: no unread frame in time")
-            client["transport"].disconnect()
+            else:
+                client["handshakes"].append(listener.connected_at - started)
+                waiting = [listener.unread, listener.closed]
+                await asyncio.wait(waiting, timeout=TRY_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
+                if listener.unread.done():
+                    client["unread_at"], frame = listener.unread.result()
+                    client["after_handshake"] = client["unread_at"] - listener.connected_at
+                    client["frame"] = {key: value for key, value in frame.items() if key != "data"}
+                    client["unread_ids"] = [message["id"] for message in frame["data"]]
+                    client["people"] = await ask(client, "people list")
+                    return
+                closed = f"socket: closed ({listener.code}) before the unread frame"
+                fail(client, closed if listener.closed.done() else "socket: no unread frame in time")
+                client["transport"].disconnect()
+            why = await ask(client, "probe")
+            if why is not None:
+                client["probes"].append(why)
+                if why[2] == 401:  # the web client would log in again: a failure here
+                    return
         fail(client, "not reconnected by the deadline")
 
     await asyncio.gather(*(first_connect(client) for client in clients))
@@ -188,7 +197,16 @@ async def _storm_loadgen(pipe, port, tokens):
             tasks = [asyncio.create_task(reconnect(client, deadline)) for client in clients]
             pipe.send(("armed",))
             await asyncio.gather(*tasks)
-            keys = ("dropped_at", "drop_code", "tries", "probes", "handshakes", "unread_at", "after_handshake")
+            keys = (
+                "dropped_at",
+                "drop_code",
+                "tries",
+                "probes",
+                "handshakes",
+                "unread_at",
+                "after_handshake",
+                "people",
+            )
             report = [
                 {key: client.get(key) for key in (*keys, "frame", "unread_ids", "failures")} for client in clients
             ]

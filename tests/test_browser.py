@@ -620,20 +620,37 @@ def test_reconnecting_after_a_restart(own_server, new_context):
     assert seconds >= 5
     expect(fay.locator("#status")).to_contain_text(f"in {seconds - 1} s", timeout=2_000)  # it counts down
 
-    # The server is back, but the page has not seen it yet (and its countdown restarts).
-    # "Reconnect now" does not wait for the countdown.
-    fay.route("**/users_list", lambda route: route.abort())
+    # The server is back, but the page's next socket is still turned away (and its countdown
+    # restarts). "Reconnect now" does not wait for the countdown.
+    turned_away = [True]
+    fay.route_web_socket(re.compile(r"/connect\?"), lambda ws: ws.close() if turned_away[0] else ws.connect_to_server())
     own_server.start()
     fay.click("#reconnect")
     assert _countdown(fay) >= 4
-    fay.unroute("**/users_list")
+    turned_away[0] = False
+    opened = []  # sockets and requests, in the order the page made them
+    fay.on("websocket", lambda ws: opened.append(ws.url))
+    fay.on("request", lambda request: opened.append(request.url))
     fay.click("#reconnect")
     expect(fay.locator("#status")).to_be_hidden(timeout=2_000)
     expect(fay.locator("#composer")).not_to_have_class(re.compile(r"\boffline\b"))
+    # Straight to the socket: no request before it (the people list is asked for after it).
+    assert "/connect?" in opened[0], opened
     expect(fay.locator("#text")).to_have_value("typed while the server was away")
     fay.press("#text", "Enter")
     expect(fay.locator(".message.mine .text").last).to_have_text("typed while the server was away")
     expect(fay.locator(".message.mine")).to_have_count(2)
+
+    # A new password set elsewhere closes the page's socket and retires its token: the next
+    # socket is refused, the page asks HTTP why (401), and asks to sign in again at once.
+    login = {"email": f"{fay_name}@example.com", "password": PASSWORD}
+    token = httpx.post(f"{own_server.url}/login", json=login).json()["access_token"]
+    httpx.post(
+        f"{own_server.url}/change_password",
+        json={"old_password": PASSWORD, "new_password": PASSWORD + "-new"},
+        headers={"Authorization": f"Bearer {token}"},
+    ).raise_for_status()
+    expect(fay.locator("#register")).to_be_visible(timeout=5_000)
 
 
 # --- A dropped socket resumes where it was ------------------------------------------------------
