@@ -101,6 +101,9 @@ async def _storm_loadgen(pipe, port, tokens):
             lambda: listener, url(client), websocket_handshake_timeout=TRY_TIMEOUT, max_frame_size=2**30
         )
         client["transport"], client["listener"] = transport, listener
+        # A socket a stopping server accepts and drops at once may come back before
+        # on_ws_connected ran: its handshake ended now.
+        listener.connected_at = listener.connected_at or time.monotonic()
         return listener
 
     semaphore = asyncio.Semaphore(50)
