@@ -30,8 +30,8 @@ def storm_loadgen(pipe, port, tokens):
 
 def kind(error):
     """A failure's kind, for counting: the exception's type, and an HTTP status if it tells one."""
-    status = re.search(r"\b[1-5]\d\d\b", str(error)) if isinstance(error, picows.WSError) else None
-    return type(error).__name__ + (f" {status.group()}" if status else "")
+    status = re.search(r"received (\d+)", str(error)) if isinstance(error, picows.WSError) else None
+    return type(error).__name__ + (f" {status.group(1)}" if status else "")
 
 
 async def probe(port, token):
@@ -100,10 +100,9 @@ async def _storm_loadgen(pipe, port, tokens):
         transport, _ = await picows.ws_connect(
             lambda: listener, url(client), websocket_handshake_timeout=TRY_TIMEOUT, max_frame_size=2**30
         )
+        if listener.connected_at is None:  # picows returns, not raises, when the connection is lost mid-handshake
+            raise ConnectionResetError("lost during the handshake")
         client["transport"], client["listener"] = transport, listener
-        # A socket a stopping server accepts and drops at once may come back before
-        # on_ws_connected ran: its handshake ended now.
-        listener.connected_at = listener.connected_at or time.monotonic()
         return listener
 
     semaphore = asyncio.Semaphore(50)
