@@ -34,6 +34,15 @@ JWT_SECRET = "test-secret-" + "0123456789abcdef" * 4  # long enough for HS512 to
 PASSWORD = "correct horse"
 
 
+def plan_nodes(explained):
+    """Every node of a plan, EXPLAIN's JSON as PostgreSQL returns it: the top one first."""
+    stack = [orjson.loads(explained)[0]["Plan"]]
+    while stack:
+        node = stack.pop()
+        yield node
+        stack += node.get("Plans", ())
+
+
 def run_alembic(database_url, *args):
     """Run the alembic command line against a database, as an operator would."""
     env = {**os.environ, "DATABASE_URL": database_url}

@@ -11,7 +11,7 @@ import httpx
 import orjson
 import pytest
 
-from conftest import JWT_SECRET, LIMITS, open_socket, register_and_login, running_server
+from conftest import JWT_SECRET, LIMITS, open_socket, plan_nodes, register_and_login, running_server
 
 
 async def _reconnect(ws_url, user, cursor):
@@ -288,13 +288,7 @@ async def test_a_resume_reads_only_the_users_own_events(fresh_database, plan):
     finally:
         await conn.close()
     top = orjson.loads(explained)[0]["Plan"]
-
-    def nodes(node):
-        yield node
-        for child in node.get("Plans", ()):
-            yield from nodes(child)
-
-    on_events = [node for node in nodes(top) if node.get("Relation Name") == "events"]
+    on_events = [node for node in plan_nodes(explained) if node.get("Relation Name") == "events"]
     assert [node["Node Type"] for node in on_events] == ["Bitmap Heap Scan"], on_events
     assert "events_user_ids" in orjson.dumps(top).decode()
     removed = sum(

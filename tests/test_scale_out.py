@@ -11,7 +11,7 @@ import httpx
 import orjson
 import pytest
 
-from conftest import FAST_BEAT, JWT_SECRET, LIMITS, open_socket, register_and_login, running_server
+from conftest import FAST_BEAT, JWT_SECRET, LIMITS, open_socket, plan_nodes, register_and_login, running_server
 
 
 async def _drain_all(*sockets, seconds=0.5):
@@ -312,15 +312,9 @@ async def test_presence_finds_partners_by_index_not_by_reading_every_member(fres
     finally:
         await conn.close()
     top = orjson.loads(explained)[0]["Plan"]
-
-    def nodes(node):
-        yield node
-        for child in node.get("Plans", ()):
-            yield from nodes(child)
-
     read = sum(
         node["Actual Rows"] * node["Actual Loops"]
-        for node in nodes(top)
+        for node in plan_nodes(explained)
         if node.get("Relation Name") == "chat_members" and node["Node Type"] != "Bitmap Index Scan"
     )
     assert top["Actual Rows"] == len(users)
