@@ -176,7 +176,12 @@ def running_server(log_path, *args, **env):
     argv = [sys.executable, "chat.py"]
     if args:
         argv = [sys.executable, "-m", "sanic", "chat:app", "--host", "127.0.0.1", "--port", str(port), *args]
+    # With --workers N, the first worker answers while the others may still be starting: wait
+    # for all N (Sanic logs "Worker ready" as each starts serving), or every socket the test
+    # opens could land on the first.
+    workers = int(args[args.index("--workers") + 1]) if "--workers" in args else 0
     with open(log_path, "ab") as log:
+        start = log.tell()
         process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=log)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
@@ -185,10 +190,11 @@ def running_server(log_path, *args, **env):
             if process.poll() is not None:
                 pytest.fail(f"server exited:\n{log_path.read_text()}")
             try:
-                if httpx.get(f"{url}/docs/openapi.json").status_code == 200:
-                    break
+                answered = httpx.get(f"{url}/docs/openapi.json").status_code == 200
             except httpx.TransportError:
-                pass
+                answered = False
+            if answered and log_path.read_bytes()[start:].count(b"Worker ready") >= workers:
+                break
             if time.monotonic() > deadline:
                 pytest.fail(f"server did not start:\n{log_path.read_text()}")
             time.sleep(0.1)
@@ -458,6 +464,34 @@ async def open_socket(ws_url, headers):
     sock.first = await sock.recv_action("unread_messages")
     sock.unread = sock.first["data"]
     return sock
+
+
+async def open_sockets_on_every_worker(server, database_url, new_user, minimum, step=1, workers=2):
+    """Sockets of new users (new_user() gives a uuid and auth headers), opened one at a time until
+    there are at least `minimum`, a multiple of `step`, and each of the server's workers holds
+    some: which worker accepts a connection is the kernel's choice. Returns the users' uuids,
+    their sockets, and the process holding each (presence names it)."""
+    users, socks = [], []
+    conn = await asyncpg.connect(database_url)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            user, headers = await new_user()
+            users.append(user)
+            socks.append(await open_socket(server.ws_url, headers))
+            while True:  # presence is written just after the unread frame is sent
+                rows = await conn.fetch("select user_id::text, process_id from presence where user_id = any($1)", users)
+                if len(rows) == len(users):
+                    break
+                await asyncio.sleep(0.05)
+            holder = {row["user_id"]: row["process_id"] for row in rows}
+            if len(set(holder.values())) == workers and len(users) >= minimum and len(users) % step == 0:
+                return users, socks, holder
+            assert len(users) < 100 and time.monotonic() < deadline, (
+                f"{len(users)} sockets, not on every worker:\n{server.log_path.read_text()}"
+            )
+    finally:
+        await conn.close()
 
 
 @pytest.fixture

@@ -9,13 +9,21 @@ import time
 import uuid
 from urllib.parse import urlsplit
 
-import asyncpg
 import httpx
 import pytest
 import websockets
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import JWT_SECRET, LIMITS, PASSWORD, Socket, open_socket, register_and_login, running_server
+from conftest import (
+    JWT_SECRET,
+    LIMITS,
+    PASSWORD,
+    Socket,
+    open_socket,
+    open_sockets_on_every_worker,
+    register_and_login,
+    running_server,
+)
 
 TOKEN = "metrics-" + uuid.uuid4().hex
 
@@ -230,27 +238,9 @@ async def test_the_figures_of_several_workers_add_up(database_url, tmp_path):
     with running_server(tmp_path / "workers.log", "--workers", "2", **env) as server:
         async with httpx.AsyncClient(base_url=server.url) as http:
             partner, _ = await register_and_login(http)
-            conn = await asyncpg.connect(database_url)
-            try:
-                users, socks = [], []
-                # Open sockets until they are held by both workers (presence names the process of each).
-                for _ in range(30):
-                    user, headers = await register_and_login(http)
-                    users.append(user)
-                    socks.append(await open_socket(server.ws_url, headers))
-                    for _ in range(50):
-                        rows = await conn.fetch(
-                            "select user_id::text, process_id from presence where user_id = any($1::uuid[])", users
-                        )
-                        if {row["user_id"] for row in rows} == set(users):
-                            break
-                        await asyncio.sleep(0.1)
-                    processes = {row["process_id"] for row in rows}
-                    if len(processes) == 2 and len(socks) >= 4:
-                        break
-                assert len(processes) == 2, "every socket landed on one worker"
-            finally:
-                await conn.close()
+            users, socks, holder = await open_sockets_on_every_worker(
+                server, database_url, lambda: register_and_login(http), minimum=4
+            )
 
             per_socket = 3
             for sock in socks:  # each stored by the worker that holds the socket
@@ -287,8 +277,7 @@ async def test_the_figures_of_several_workers_add_up(database_url, tmp_path):
             await eventually_everywhere(all_there)
 
             # A worker killed outright: its gauges leave the sums, its counters stay in them.
-            holder = {row["user_id"]: row["process_id"] for row in rows}  # process_id: "chat <pid> <random>"
-            victim = sorted(processes)[0]
+            victim = sorted(set(holder.values()))[0]  # process_id: "chat <pid> <random>"
             os.kill(int(victim.split()[1]), signal.SIGKILL)
             survivors = [sock for sock, user in zip(socks, users, strict=True) if holder[user] != victim]
             figures = await eventually_everywhere(lambda f: f("chat_open_sockets") == len(survivors))
