@@ -1602,9 +1602,11 @@ async def stop_serving(app):
 # --- Request heads Sanic cannot parse ------------------------------------------------
 
 # A request head as HTTP/1.1 allows it: a method, a target and the version, then header fields,
-# with no control bytes (a tab in a value aside) and no bytes past ASCII.
+# with no control bytes (a tab in a value aside) and no bytes past ASCII. The target is a path,
+# with or without a scheme and host in front ("http://host/path"), or "*".
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]++"
-REQUEST_LINE = re.compile(_TOKEN + rb" [\x21-\x7e]++ HTTP/1\.[01]")
+_TARGET = rb"(?:\*|(?:[A-Za-z][A-Za-z0-9+.\-]*+://[\x21-\x2e\x30-\x7e]*+)?/[\x21-\x7e]*+)"
+REQUEST_LINE = re.compile(_TOKEN + rb" " + _TARGET + rb" HTTP/1\.[01]")
 HEADER_FIELD = re.compile(_TOKEN + rb":[\t\x20-\x7e]*+")
 REQUEST_HEAD = re.compile(REQUEST_LINE.pattern + rb"(?:\r\n" + HEADER_FIELD.pattern + rb")*+")
 
@@ -1627,6 +1629,8 @@ class CheckedRequest(Request):
             raise BadRequest("malformed header field")
         if not head:  # the stand-in Sanic makes to answer a request it could not parse
             url_bytes = re.sub(rb"[^\x21-\x7e]", lambda m: b"%%%02X" % m[0][0], url_bytes)
+            if not url_bytes.startswith(b"/"):  # "GET abc": a target it cannot parse either
+                url_bytes = b"*"
         super().__init__(url_bytes, headers, version, method, transport, app, head, stream_id)
 
 

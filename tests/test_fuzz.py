@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from websockets.sync.client import connect
@@ -99,9 +100,10 @@ def _raw_request(server, head):
 
 
 ANY_BYTES = st.binary(min_size=1, max_size=20)
-TARGETS = st.sampled_from([b"/users_list", b"/history/1", b"/connect", b"/"]).flatmap(
+PATHS = st.sampled_from([b"/users_list", b"/history/1", b"/connect", b"/", b"http://x/users_list"]).flatmap(
     lambda path: ANY_BYTES.map(lambda junk: path + b"?" + junk) | ANY_BYTES.map(lambda junk: path + junk)
 )
+TARGETS = PATHS | ANY_BYTES  # and targets that are no path at all
 
 
 def test_any_request_line_or_header_gets_an_answer_below_500(server):
@@ -131,3 +133,19 @@ def test_a_control_byte_in_the_request_line_is_a_400_and_one_escaped_log_line(se
     assert b"\x1b" not in logged, "a raw escape byte reached the log"
     assert logged.count(b"refused a malformed request line") == 1
     assert rb"b'GET /\x1b[31mred HTTP/1.1'" in logged
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"GET abc HTTP/1.1",  # a target that is no path: found by the fuzz above in CI
+        b"GET a:b HTTP/1.1",
+        b"GET \xd6\xc6 HTTP/1.1",
+        b"X \xd6\xc6 Y",  # a broken version too
+        b"GET http://x HTTP/1.1",  # a host and no path: Sanic's request has no path to give
+        b"GET http://x?a HTTP/1.1",
+        b"GET ** HTTP/1.1",
+    ],
+)
+def test_a_target_that_is_no_path_is_a_400(server, line):
+    assert _raw_request(server, line + b"\r\nHost: x\r\n\r\n") == b"HTTP/1.1 400 Bad Request"
