@@ -1627,10 +1627,8 @@ class CheckedRequest(Request):
             bad = next((field for field in fields if not HEADER_FIELD.fullmatch(field)), b"")
             logger.warning("refused a malformed header: %r", bad.partition(b":")[0][:100])  # a value may be a secret
             raise BadRequest("malformed header field")
-        if not head:  # the stand-in Sanic makes to answer a request it could not parse
-            url_bytes = re.sub(rb"[^\x21-\x7e]", lambda m: b"%%%02X" % m[0][0], url_bytes)
-            if not url_bytes.startswith(b"/"):  # "GET abc": a target it cannot parse either
-                url_bytes = b"*"
+        if not head:  # the stand-in Sanic makes to answer a request it could not parse: its
+            url_bytes = b"*"  # target, which Sanic would parse again, is of no use to the answer
         super().__init__(url_bytes, headers, version, method, transport, app, head, stream_id)
 
 

@@ -483,6 +483,7 @@ async def open_sockets_on_every_worker(server, database_url, new_user, minimum, 
                 rows = await conn.fetch("select user_id::text, process_id from presence where user_id = any($1)", users)
                 if len(rows) == len(users):
                     break
+                assert time.monotonic() < deadline, f"no presence for a socket:\n{server.log_path.read_text()}"
                 await asyncio.sleep(0.05)
             holder = {row["user_id"]: row["process_id"] for row in rows}
             if len(set(holder.values())) == workers and len(users) >= minimum and len(users) % step == 0:
