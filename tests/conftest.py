@@ -91,9 +91,18 @@ class PostgresServer:
         return url
 
     def drop_database(self, url):
-        """Drop a database create_database made, connections and all (PostgreSQL 13 and later)."""
+        """Drop a database create_database made, connections and all (PostgreSQL 13 and later).
+        A role that is no superuser may not end an autovacuum worker busy in it: try again."""
         name = urlsplit(url).path.lstrip("/")
-        _run_sync(self._execute(f"drop database if exists {name} with (force)"))
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                _run_sync(self._execute(f"drop database if exists {name} with (force)"))
+                break
+            except asyncpg.InsufficientPrivilegeError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
         self.made.discard(name)
 
     async def _execute(self, statement):
